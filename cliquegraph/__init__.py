@@ -1,0 +1,27 @@
+"""cliquegraph: CliqueNet, DenseNet and everything between them, from a short .clq spec.
+
+    import cliquegraph
+    gm = cliquegraph.build("specs/cliquenet-cifar.clq", k=64, T=15)   # a torch.fx.GraphModule
+
+The language side (parse, elaborate, fmt) does not import torch; `build` and the rest of the
+compiler load it on first use.
+"""
+
+from .errors import SpecError
+from .elaborate import elaborate, count_params
+from .fmt import fmt
+from .parse import parse, parse_file
+
+__version__ = "0.1.0"
+__all__ = ["SpecError", "elaborate", "count_params", "fmt", "parse", "parse_file", "build",
+           "from_original", "schedule"]
+
+
+def __getattr__(name):  # torch-side API, imported on first use
+    if name in ("build", "from_original"):
+        from . import lower, original
+        return {"build": lower.build, "from_original": original.from_original}[name]
+    if name == "schedule":
+        from .schedule import schedule
+        return schedule
+    raise AttributeError(f"module 'cliquegraph' has no attribute {name!r}")

@@ -1,0 +1,168 @@
+"""The `cliquegraph` command. Library code raises; this module prints and picks exit codes:
+0 ok, 1 a spec (or data) error, 2 a usage error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+from .errors import SpecError
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_sets(items) -> dict:
+    """--set NAME=VALUE (repeatable) -> {NAME: VALUE text}; the text is parsed as .clq."""
+    out = {}
+    for item in items or ():
+        name, eq, value = item.partition("=")
+        name = name.strip()
+        if not eq or not name.isidentifier() or not value.strip():
+            raise UsageError(f"--set wants NAME=VALUE, got {item!r} (e.g. --set k=64, "
+                             f"--set \"widths=[8, 12, 16, 8]\", --set attention=false)")
+        out[name] = value.strip()
+    return out
+
+
+def _add_set(p):
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a param, the value written as in the language "
+                        "(repeatable): --set k=64 --set \"widths=[8, 12, 16, 8]\"")
+
+
+def cmd_check(args) -> int:
+    from .elaborate import count_params, elaborate
+    overrides = parse_sets(args.set)
+    bad = 0
+    for path in args.files:
+        try:
+            net = elaborate(path, overrides)
+        except SpecError as err:
+            print(err, file=sys.stderr)
+            bad += 1
+            continue
+        shape = "x".join(map(str, net.input_shape))
+        print(f"{path}: ok  network {net.name}, input {shape}, {len(net.blocks)} blocks, "
+              f"{count_params(net):,} params, {net.outputs} outputs")
+    return 1 if bad else 0
+
+
+def cmd_fmt(args) -> int:
+    from .fmt import fmt
+    from .parse import parse_file
+    overrides = parse_sets(args.set)
+    if len(args.files) > 1 and not (args.write or args.check):
+        raise UsageError("several files need --write or --check")
+    status = 0
+    for path in args.files:
+        try:
+            spec = parse_file(path)
+            if overrides:
+                spec = _bake(spec, path, overrides)
+        except SpecError as err:
+            print(err, file=sys.stderr)
+            status = 1
+            continue
+        text = fmt(spec)
+        if args.check:
+            if text != spec.text:
+                print(f"{path}: not formatted (cliquegraph fmt --write {path})", file=sys.stderr)
+                status = 1
+        elif args.write:
+            if text != spec.text:
+                _write_atomic(path, text)
+                print(f"{path}: formatted", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+    return status
+
+
+def _bake(spec, path, overrides):
+    """fmt --set: the spec with those params' defaults replaced (checked first)."""
+    import dataclasses
+
+    from . import ast
+    from .elaborate import elaborate
+    from .parse import parse_value
+    elaborate(path, overrides)  # the overrides must make a valid network
+    main = spec.networks[-1]
+    body = list(main.body)
+    for name, text in overrides.items():
+        value = parse_value(text, f"--set {name}")
+        for i, stmt in enumerate(body):
+            if isinstance(stmt, ast.Param) and stmt.name == name:
+                body[i] = dataclasses.replace(stmt, value=value)
+                break
+        else:  # declared by a parent network: override it in this one
+            last = max((i for i, s in enumerate(body) if isinstance(s, ast.Param)), default=-1)
+            body.insert(last + 1, ast.Param(name, value))
+    new_main = dataclasses.replace(main, body=tuple(body))
+    items = tuple(new_main if item is main else item for item in spec.items)
+    return dataclasses.replace(spec, items=items)
+
+
+def _write_atomic(path, text):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fmt-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cliquegraph",
+        description="Compile clique-connected networks (CliqueNet, DenseNet, ...) from .clq specs.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    c = sub.add_parser("check", help="check specs: exit 0 valid, 1 spec error, 2 usage error")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    _add_set(c)
+    c.set_defaults(func=cmd_check)
+
+    f = sub.add_parser("fmt", help="print a spec in canonical form (--set bakes in new defaults)")
+    f.add_argument("files", nargs="+", metavar="FILE")
+    g = f.add_mutually_exclusive_group()
+    g.add_argument("--write", action="store_true", help="rewrite the file in place")
+    g.add_argument("--check", action="store_true", help="exit 1 if the file is not canonical")
+    _add_set(f)
+    f.set_defaults(func=cmd_fmt)
+
+    for register in _extra_commands():
+        register(sub, _add_set)
+    return p
+
+
+def _extra_commands():
+    """Commands that live in their own modules (they import torch only when run)."""
+    from . import cli_compile
+    return [cli_compile.register]
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except UsageError as err:
+        parser.print_usage(sys.stderr)
+        print(f"cliquegraph: error: {err}", file=sys.stderr)
+        return 2
+    except SpecError as err:
+        print(err, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,653 @@
+"""Elaborate: spec files + overrides -> IR (cliquegraph.ir).
+
+Follows includes and `extends`, resolves params (defaults, `--set` overrides, arithmetic),
+expands `if`, broadcasts per-block values, checks meaning and limits, and resolves every shape
+from the input size. Every problem is a SpecError at the file:line:col of the AST node.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import networkx as nx
+
+from . import ast, ir, topology
+from .errors import SpecError, did_you_mean
+from .parse import parse_file, parse_value
+from .values import (Dims, Evaluator, Generator, Policy, Sym, is_reserved, kind, show)
+
+LIMITS = {"layers": 1000, "channels": 65536, "stages": 16, "blocks": 64, "size": 16384,
+          "kernel": 31, "params": 2_000_000_000}
+BLOCK_ATTRS = ("layers", "width", "topology", "stages", "steps", "feature", "transit",
+               "bottleneck", "bn", "dropout", "kernel")
+_STAGE = re.compile(r"stage(\d+)$")
+
+
+# ---- loading: includes and extends ------------------------------------------------------------
+
+def load(path) -> tuple[dict, ast.Network]:
+    """All networks visible from `path` (its own and its includes') and its main network."""
+    path = os.fspath(path)
+    networks: dict[str, tuple[ast.Network, ast.SpecFile]] = {}
+    spec = _load_into(path, networks, stack=())
+    if not spec.networks:
+        raise SpecError("no network in this file", file=path,
+                        hint="a spec defines `network NAME { ... }`")
+    return networks, spec.networks[-1]
+
+
+def _load_into(path, networks, stack):
+    real = os.path.realpath(path)
+    if real in stack:
+        raise SpecError("include cycle: " + " -> ".join(stack + (real,)), file=path)
+    spec = parse_file(path)
+    for item in spec.items:
+        if isinstance(item, ast.Include):
+            target = os.path.join(os.path.dirname(path), item.path)
+            try:
+                _load_into(target, networks, stack + (real,))
+            except SpecError as err:
+                if err.file == target and err.line is None:  # missing include: point at it
+                    raise _at(spec, item, f"cannot include {item.path!r}: {err.message}") from None
+                raise
+        else:
+            if item.name in networks and networks[item.name][1].path != spec.path:
+                raise _at(spec, item, f"network {item.name!r} is also defined in "
+                          f"{networks[item.name][1].path}")
+            if item.name in networks:
+                raise _at(spec, item, f"network {item.name!r} is defined twice in this file")
+            networks[item.name] = (item, spec)
+    return spec
+
+
+def _at(spec: ast.SpecFile, node, msg, hint=None) -> SpecError:
+    pos = getattr(node, "pos", None)
+    if pos is None:
+        return SpecError(msg, file=spec.path, hint=hint)
+    lines = spec.text.splitlines()
+    return SpecError(msg, file=spec.path, line=pos.line, column=pos.column,
+                     source_line=lines[pos.line - 1] if pos.line <= len(lines) else "", hint=hint)
+
+
+def _lineage(networks, main: ast.Network):
+    """[(network, file)] from the root ancestor down to `main`."""
+    chain, seen = [], set()
+    net, spec = networks[main.name]
+    while True:
+        if net.name in seen:
+            raise _at(spec, net, "extends cycle: " + " -> ".join(n.name for n, _ in chain[::-1])
+                      + f" -> {net.name}")
+        seen.add(net.name)
+        chain.append((net, spec))
+        if net.extends is None:
+            break
+        if net.extends not in networks:
+            raise _at(spec, net, f"network {net.name!r} extends unknown network {net.extends!r}",
+                      did_you_mean(net.extends, networks) or
+                      'define it above, or `include "file.clq"` that defines it')
+        net, spec = networks[net.extends]
+    return chain[::-1]
+
+
+# ---- params -----------------------------------------------------------------------------------
+
+class _Params:
+    """Lazy param resolution: each name evaluated once, cycles reported."""
+
+    def __init__(self, decls, overrides):
+        self.decls = decls          # name -> (expr, spec) ; the newest declaration wins
+        self.overrides = overrides  # name -> (expr or value, where)
+        self.values, self.active = {}, []
+
+    def names(self):
+        return list(self.decls)
+
+    def __call__(self, name):
+        if name in self.values:
+            return self.values[name]
+        if name not in self.decls:
+            raise KeyError(name)
+        if name in self.active:
+            expr, spec = self.decls[name]
+            raise _at(spec, expr, "param cycle: " + " -> ".join(self.active + [name]))
+        self.active.append(name)
+        try:
+            expr, spec = self.decls[name]
+            value = Evaluator(self, spec.path, spec.text)(expr)
+            if name in self.overrides:
+                value = self._override(name, value)
+        finally:
+            self.active.pop()
+        self.values[name] = value
+        return value
+
+    def _override(self, name, default):
+        given, where, text = self.overrides[name]
+        if text is not None:  # .clq text from --set (or a str given to build)
+            value = Evaluator(self, where, text)(given)
+        else:
+            value = given
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        wild = (Sym("all"), Sym("none"))
+        if kind(value) != kind(default) and value not in wild and default not in wild:
+            raise SpecError(f"param {name} is a {kind(default)} (default {show(default)}), "
+                            f"got {show(value)}", file=where, line=1 if text else None,
+                            column=1, source_line=text)
+        return value
+
+
+def _convert_override(name, value):
+    """A Python value given to build(**params), or text from --set: (value or expr, where, text)."""
+    where = f"--set {name}"
+    if isinstance(value, str):
+        return parse_value(value, where), where, value
+    if isinstance(value, (list, tuple)):
+        value = tuple(value)
+    if isinstance(value, (bool, int, float, tuple)):
+        return value, where, None
+    raise SpecError(f"cannot use {type(value).__name__} as a value for {name}", file=where)
+
+
+# ---- elaboration ------------------------------------------------------------------------------
+
+def elaborate(path, overrides=None) -> ir.Network:
+    """The IR of the main network of spec file `path`, with params overridden.
+
+    `overrides` maps a param name to .clq text (as --set takes it) or a Python value."""
+    networks, main = load(path)
+    lineage = _lineage(networks, main)
+    decls: dict = {}
+    for net, spec in lineage:
+        seen = {}
+        for stmt in net.body:
+            _no_nested_params(stmt, spec)
+            if isinstance(stmt, ast.Param):
+                if stmt.name in seen:
+                    raise _at(spec, stmt, f"param {stmt.name} is declared twice in "
+                              f"{net.name} (first on line {seen[stmt.name].pos.line})")
+                if is_reserved(stmt.name):
+                    raise _at(spec, stmt, f"{stmt.name!r} is a reserved word, not a param name")
+                seen[stmt.name] = stmt
+                decls[stmt.name] = (stmt.value, spec)
+    conv = {}
+    for name, value in (overrides or {}).items():
+        if name not in decls:
+            raise SpecError(f"no param {name!r} in network {main.name}", file=f"--set {name}",
+                            hint=did_you_mean(name, decls) or
+                            "params: " + ", ".join(decls) if decls else "it declares no params")
+        conv[name] = _convert_override(name, value)
+    params = _Params(decls, conv)
+    for name in decls:  # resolve all, so every override is type-checked
+        params(name)
+    return _Builder(main, lineage, params).build()
+
+
+def _no_nested_params(stmt, spec, inside=False):
+    if isinstance(stmt, ast.Param) and inside:
+        raise _at(spec, stmt, "a param cannot be declared inside `if`",
+                  hint="declare it at the top of the network and make its value conditional: "
+                  "param x = if c then a else b")
+    if isinstance(stmt, ast.If):
+        for s in stmt.then + stmt.else_:
+            _no_nested_params(s, spec, True)
+
+
+class _Builder:
+    def __init__(self, main, lineage, params):
+        self.main, self.lineage, self.params = main, lineage, params
+
+    # evaluation helpers -------------------------------------------------------------------
+    def ev(self, expr, spec, extra=None):
+        lookup = self.params
+        if extra:
+            def lookup(name, _extra=extra):
+                return _extra[name] if name in _extra else self.params(name)
+            lookup.names = lambda: list(extra) + self.params.names()
+        return Evaluator(lookup, spec.path, spec.text)(expr)
+
+    def err(self, spec, node, msg, hint=None):
+        return _at(spec, node, msg, hint)
+
+    def whole(self, v, spec, node, what, lo=1, hi=None):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            hint = "use // for whole-number division" if isinstance(v, float) else None
+            raise self.err(spec, node, f"{what} must be a whole number, got {show(v)}", hint)
+        if v < lo:
+            raise self.err(spec, node, f"{what} must be at least {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise self.err(spec, node, f"{what} {v} is past the limit of {hi}")
+        return v
+
+    def pair(self, v, spec, node, what, lo=1, hi=None):
+        if isinstance(v, Dims):
+            if len(v.values) != 2:
+                raise self.err(spec, node, f"{what} must be N or NxM, got {v}")
+            return tuple(self.whole(x, spec, node, what, lo, hi) for x in v.values)
+        x = self.whole(v, spec, node, what, lo, hi)
+        return (x, x)
+
+    # statements ---------------------------------------------------------------------------
+    def _expand(self, stmts, spec):
+        """Statements with `if`s resolved, each paired with its file."""
+        for s in stmts:
+            if isinstance(s, ast.If):
+                cond = self.ev(s.cond, spec)
+                if not isinstance(cond, bool):
+                    raise self.err(spec, s.cond, f"`if` needs true or false, got {show(cond)}")
+                yield from self._expand(s.then if cond else s.else_, spec)
+            else:
+                yield s, spec
+
+    def build(self) -> ir.Network:
+        inp = stem = trans = head = None
+        count, attrs, blocks_stmt = None, [], None
+        for net, spec in self.lineage:
+            for s, sp in self._expand(net.body, spec):
+                if isinstance(s, ast.Input):
+                    inp = (s, sp)
+                elif isinstance(s, ast.Section):
+                    if s.kind == "stem":
+                        stem = (s, sp)
+                    elif s.kind == "transition":
+                        trans = (s, sp)
+                    else:
+                        head = (s, sp)
+                elif isinstance(s, ast.Blocks):
+                    blocks_stmt = (s, sp)
+                    if s.count is not None:
+                        count = (s.count, sp)
+                    attrs.extend(self._expand(s.attrs, sp))
+        main_spec = self.lineage[-1][1]
+        if inp is None:
+            raise self.err(main_spec, self.main, f"network {self.main.name} has no `input`",
+                           "add e.g. `input 3x32x32`")
+        if blocks_stmt is None:
+            raise self.err(main_spec, self.main, f"network {self.main.name} has no `blocks`")
+        if head is None:
+            raise self.err(main_spec, self.main, f"network {self.main.name} has no `head`")
+
+        shape = self.input_shape(*inp)
+        stem_ops, shape = self.ops(stem[1] if stem else None, stem[0].ops if stem else (),
+                                   shape, "stem")
+        n_blocks = self.block_count(count, attrs, blocks_stmt)
+        blocks, transitions = [], []
+        for b in range(1, n_blocks + 1):
+            block = self.block(b, n_blocks, attrs, shape, blocks_stmt)
+            blocks.append(block)
+            if b < n_blocks:
+                if trans is None:
+                    raise self.err(blocks_stmt[1], blocks_stmt[0],
+                                   "several blocks need a `transition { ... }` between them")
+                t_in = (block.transit_channels,) + shape[1:]
+                ops, shape = self.ops(trans[1], trans[0].ops, t_in, f"transition {b}")
+                transitions.append(ops)
+        scales, head_scale, head_ops = self.head(*head, blocks)
+        graph = _network_graph(self.input_shape(*inp), stem_ops, blocks, transitions, scales,
+                               head_scale, head_ops)
+        net = ir.Network(
+            name=self.main.name, path=self.lineage[-1][1].path, text=self.lineage[-1][1].text,
+            params=tuple((name, self.params(name)) for name in self.params.names()),
+            input_shape=self.input_shape(*inp), stem=stem_ops, blocks=tuple(blocks),
+            transitions=tuple(transitions), scales=scales, head_scale=head_scale,
+            head=head_ops, graph=graph)
+        total = count_params(net)
+        if total > LIMITS["params"]:
+            raise self.err(blocks_stmt[1], blocks_stmt[0],
+                           f"{total:,} parameters is past the limit of {LIMITS['params']:,}")
+        return net
+
+    def input_shape(self, stmt, spec):
+        v = self.ev(stmt.value, spec)
+        vals = v.values if isinstance(v, Dims) else v if isinstance(v, tuple) else None
+        if vals is None or len(vals) != 3:
+            raise self.err(spec, stmt.value, f"input must be CxHxW, e.g. 3x32x32; got {show(v)}")
+        c = self.whole(vals[0], spec, stmt.value, "input channels", 1, LIMITS["channels"])
+        h = self.whole(vals[1], spec, stmt.value, "input height", 1, LIMITS["size"])
+        w = self.whole(vals[2], spec, stmt.value, "input width", 1, LIMITS["size"])
+        return (c, h, w)
+
+    def block_count(self, count, attrs, blocks_stmt):
+        if count is not None:
+            return self.whole(self.ev(*count), count[1], count[0], "block count", 1,
+                              LIMITS["blocks"])
+        lengths = {len(v) for a, sp in attrs if not isinstance(a.value, ast.EdgeList)
+                   for v in [self.ev(a.value, sp)] if isinstance(v, tuple)}
+        if len(lengths) == 1:
+            return self.whole(lengths.pop(), blocks_stmt[1], blocks_stmt[0], "block count", 1,
+                              LIMITS["blocks"])
+        raise self.err(blocks_stmt[1], blocks_stmt[0], "how many blocks? write `blocks N { ... }`")
+
+    # one block ----------------------------------------------------------------------------
+    def block(self, b, n_blocks, attrs, shape, blocks_stmt) -> ir.Block:
+        vals = {}
+        for a, sp in attrs:  # later wins
+            if a.name == "topology" and isinstance(a.value, ast.EdgeList):
+                vals[a.name] = (a.value, sp, a)
+                continue
+            v = self.ev(a.value, sp)
+            if isinstance(v, tuple) and a.name != "kernel":
+                if len(v) != n_blocks:
+                    raise self.err(sp, a.value, f"{a.name} lists {len(v)} values for "
+                                   f"{n_blocks} blocks", "give one value per block, or one "
+                                   "value for all")
+                v = v[b - 1]
+            vals[a.name] = (v, sp, a)
+        spec_of_blocks, blocks_node = blocks_stmt[1], blocks_stmt[0]
+
+        def get(name, default=None, required=False):
+            if name in vals:
+                return vals[name]
+            if required:
+                raise self.err(spec_of_blocks, blocks_node, f"blocks need `{name}`")
+            return (default, spec_of_blocks, blocks_node)
+
+        v, sp, node = get("layers", required=True)
+        n = self.whole(v, sp, node.value, "layers", 1, LIMITS["layers"])
+        v, sp, node = get("width", required=True)
+        k = self.whole(v, sp, node.value, "width", 1, LIMITS["channels"])
+        v, sp, node = get("stages", 2)
+        stages = self.whole(v, sp, getattr(node, "value", node), "stages", 1, LIMITS["stages"])
+        v, sp, node = get("steps", Sym("all"))
+        if v == Sym("all"):
+            steps = None
+        else:
+            steps = self.whole(v, sp, node.value, "steps", 0)
+            if steps > n:
+                raise self.err(sp, node.value, f"steps {steps} is more than the block's {n} "
+                               "layers", "steps counts the last stage's updates: 0..layers")
+            if stages == 1 and steps != n:
+                raise self.err(sp, node.value, "steps cuts the last alternate-update stage; "
+                               "with stages 1 there is none", "use stages 2 or more")
+            if steps == n:
+                steps = None
+        v, sp, node = get("kernel", 3)
+        kern = self.pair(v, sp, getattr(node, "value", node), "kernel", 1, LIMITS["kernel"])
+        v, sp, node = get("bottleneck", Sym("none"))
+        if v in (Sym("none"), False, 0):
+            mid = None
+        else:
+            mid = self.whole(v, sp, node.value, "bottleneck width", 1, LIMITS["channels"])
+        v, sp, node = get("bn", Sym("per_stage"))
+        if v not in (Sym("per_stage"), Sym("shared")):
+            raise self.err(sp, node.value, f"bn is per_stage or shared, got {show(v)}")
+        bn = v.name
+        v, sp, node = get("dropout", 0.0)
+        dropout = self._prob(v, sp, getattr(node, "value", node))
+        feature = self.policy("feature", get("feature", Policy(("x0", "last"))), stages)
+        transit = self.policy("transit", get("transit", Policy(("last",))), stages)
+        if not transit and b < n_blocks:
+            v, sp, node = get("transit")
+            raise self.err(sp, getattr(node, "value", node),
+                           f"block {b} sends nothing to the next block (transit none)")
+        c0 = shape[0]
+        if c0 > LIMITS["channels"]:
+            raise self.err(spec_of_blocks, blocks_node,
+                           f"block {b} input has {c0} channels, past the limit of "
+                           f"{LIMITS['channels']}")
+        v, sp, node = get("topology", Sym("clique"))
+        edges, topo_name = self.edges(v, sp, node, n)
+        graph = topology.block_graph(edges, n, c0, k, kern, mid)
+        for i in range(1, n + 1):
+            if not topology.stage1_inputs(graph, i):
+                raise self.err(sp, getattr(node, "value", node),
+                               f"in block {b}, layer X_{i} has no input in Stage I",
+                               f"give it an edge from X_0..X_{i - 1}, e.g. {i - 1} -> {i}")
+        return ir.Block(index=b, graph=graph, layers=n, width=k, in_shape=tuple(shape),
+                        topology=topo_name, stages=stages, steps=steps, feature=feature,
+                        transit=transit, bottleneck=mid, kernel=kern, bn=bn, dropout=dropout)
+
+    def _prob(self, v, sp, node):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+            raise self.err(sp, node, f"dropout is a probability in [0, 1), got {show(v)}")
+        return float(v)
+
+    def policy(self, what, got, stages):
+        v, sp, node = got
+        node = getattr(node, "value", node)
+        if v == Sym("none"):
+            return ()
+        if not isinstance(v, Policy):
+            raise self.err(sp, node, f"{what} is made of x0, stage1..stage{stages} or last "
+                           f"(joined with +), or none; got {show(v)}")
+        out = []
+        for part in v.parts:
+            if part == "last":
+                part = f"stage{stages}"
+            m = _STAGE.match(part)
+            if m and not 1 <= int(m.group(1)) <= stages:
+                raise self.err(sp, node, f"{what} names {part}, but the block has {stages} "
+                               f"stage{'s' if stages > 1 else ''}",
+                               f"use stage1..stage{stages}, or last")
+            if part in out:
+                raise self.err(sp, node, f"{what} names {part} twice")
+            out.append(part)
+        return tuple(out)
+
+    def edges(self, v, sp, node, n):
+        where = getattr(node, "value", node)
+        if isinstance(v, ast.EdgeList):
+            edges, seen = [], set()
+            for e in v.edges:
+                a = self.whole(self.ev(e.src, sp), sp, e.src, "edge source", 0)
+                c = self.whole(self.ev(e.dst, sp), sp, e.dst, "edge target", 0)
+                for x, xn in ((a, e.src), (c, e.dst)):
+                    if x > n:
+                        raise self.err(sp, xn, f"there is no X_{x}: the block has X_0..X_{n}")
+                pairs = [(a, c)] + ([(c, a)] if e.arrow == "<->" else [])
+                for i, j in pairs:
+                    if i == j:
+                        raise self.err(sp, e, f"X_{i} -> X_{i} is a self-loop")
+                    if j == 0:
+                        raise self.err(sp, e, "nothing feeds X_0: it is the block's input")
+                    if (i, j) in seen:
+                        raise self.err(sp, e, f"W_{i}{j} is listed twice")
+                    seen.add((i, j))
+                    edges.append((i, j))
+                if len(edges) > topology.MAX_EDGES:
+                    raise self.err(sp, e, f"more than {topology.MAX_EDGES} edges in one block")
+            return edges, "edges"
+        if isinstance(v, Sym) and v.name in ("clique", "dense", "chain"):
+            if topology.edge_count(v.name, n) > topology.MAX_EDGES:
+                raise self.err(sp, where, f"a {v.name} of {n} layers has "
+                               f"{topology.edge_count(v.name, n):,} W_ij, past the limit of "
+                               f"{topology.MAX_EDGES:,} per block")
+            return topology.named(v.name, n), v.name
+        if isinstance(v, Generator):
+            try:
+                return topology.generated(v.kind, n, dict(v.kwargs)), str(v)
+            except (ValueError, nx.NetworkXError) as exc:
+                raise self.err(sp, where, str(exc)) from None
+        raise self.err(sp, where, f"unknown topology {show(v)}",
+                       "clique, dense, chain, edges { 0 -> 1, ... }, watts_strogatz(...), "
+                       "erdos_renyi(...), barabasi_albert(...)")
+
+    # op sequences -------------------------------------------------------------------------
+    def ops(self, spec, ops, shape, where, allow_vector=False):
+        out = []
+        for op, sp in self._expand(ops, spec):
+            if op.kind == "scales":
+                raise self.err(sp, op, "`scales` belongs in the head")
+            resolved = self.op(op, sp, tuple(shape), where, allow_vector)
+            out.append(resolved)
+            shape = resolved.out_shape
+        return tuple(out), shape
+
+    def op(self, op, sp, shape, where, allow_vector):
+        c = shape[0]
+        spatial = len(shape) == 3
+
+        def arg(name, extra=True):
+            node = op.arg(name)
+            return None if node is None else (self.ev(node, sp, {"C": c} if extra else None),
+                                              node)
+
+        def opt_pair(name, default, lo):
+            got = arg(name)
+            return default if got is None else self.pair(got[0], sp, got[1], name, lo,
+                                                         LIMITS["size"])
+
+        if op.kind in ("bn", "relu"):
+            return ir.Op(op.kind, shape, shape)
+        if op.kind == "dropout":
+            v, node = arg("p")
+            return ir.Op("dropout", shape, shape, p=self._prob(v, sp, node))
+        if op.kind == "fc":
+            if spatial:
+                raise self.err(sp, op, "fc needs a vector: put `pool global` before it")
+            v, node = arg("out")
+            out = self.whole(v, sp, node, "fc width", 1, LIMITS["channels"] * 16)
+            return ir.Op("fc", shape, (out,), bias=True)
+        if not spatial:
+            raise self.err(sp, op, f"{op.kind} needs a feature map, but `pool global` already "
+                           "made a vector")
+        if op.kind == "se":
+            v, node = arg("reduction")
+            r = self.whole(v, sp, node, "se reduction", 1)
+            return ir.Op("se", shape, shape, hidden=max(1, c // r))
+        if op.kind == "conv":
+            v, knode = arg("kernel")
+            kern = self.pair(v, sp, knode, "kernel", 1, LIMITS["kernel"])
+            v, node = arg("out")
+            out = self.whole(v, sp, node, "conv width", 1, LIMITS["channels"])
+            stride = opt_pair("stride", (1, 1), 1)
+            padding = opt_pair("padding", (kern[0] // 2, kern[1] // 2), 0)
+            hw = self.spatial(shape, kern, stride, padding, sp, op, where, "conv")
+            return ir.Op("conv", shape, (out,) + hw, kernel=kern, stride=stride,
+                         padding=padding, bias=op.arg("bias") is not None)
+        if op.kind == "pool":
+            mode = op.arg("mode").id
+            if mode == "global":
+                return ir.Op("gpool", shape, (c,))
+            v, knode = arg("kernel")
+            kern = self.pair(v, sp, knode, "pool size", 1, LIMITS["size"])
+            stride = opt_pair("stride", kern, 1)
+            padding = opt_pair("padding", (0, 0), 0)
+            if padding[0] * 2 > kern[0] or padding[1] * 2 > kern[1]:
+                raise self.err(sp, op, "pool padding must be at most half the pool size")
+            hw = self.spatial(shape, kern, stride, padding, sp, op, where, "pooling")
+            return ir.Op(f"{mode}pool", shape, (c,) + hw, kernel=kern, stride=stride,
+                         padding=padding)
+        raise self.err(sp, op, f"unknown op {op.kind}")
+
+    def spatial(self, shape, kern, stride, padding, sp, op, where, what):
+        hw = []
+        for size, k, s, p in zip(shape[1:], kern, stride, padding):
+            o = (size + 2 * p - k) // s + 1
+            if o < 1:
+                raise self.err(sp, op, f"{what} in the {where} would go below 1x1: "
+                               f"{shape[1]}x{shape[2]} input, size {k}, stride {s}",
+                               "use a smaller input, fewer blocks or less pooling")
+            hw.append(o)
+        return tuple(hw)
+
+    # head ---------------------------------------------------------------------------------
+    def head(self, stmt, spec, blocks):
+        flat = list(self._expand(stmt.ops, spec))
+        scales_v = None
+        ops = []
+        for op, sp in flat:
+            if op.kind == "scales":
+                scales_v = (self.ev(op.arg("value"), sp), sp, op)
+            else:
+                ops.append((op, sp))
+        split = next((i for i, (op, _) in enumerate(ops)
+                      if op.kind == "pool" and op.arg("mode").id == "global"), None)
+        if split is None:
+            raise _at(spec, stmt, "the head needs a `pool global` (it turns each block "
+                      "feature into a vector)")
+        per_scale, tail = ops[:split + 1], ops[split + 1:]
+        with_feature = [b.index for b in blocks if b.feature]
+        v = scales_v[0] if scales_v else Sym("all")
+        if v == Sym("all"):
+            scales = with_feature
+        elif v == Policy(("last",)) or v == Sym("last"):
+            scales = [blocks[-1].index]
+        elif isinstance(v, tuple):
+            scales = [self.whole(x, scales_v[1], scales_v[2], "scale", 1, len(blocks)) for x in v]
+            if len(set(scales)) != len(scales) or not scales:
+                raise self.err(scales_v[1], scales_v[2], "scales lists a block twice or none")
+        else:
+            raise self.err(scales_v[1], scales_v[2], f"scales is all, last or a list of block "
+                           f"numbers, got {show(v)}")
+        for s in scales:
+            if not blocks[s - 1].feature:
+                where = scales_v or (spec, stmt)
+                raise self.err(where[1], where[2] if scales_v else stmt,
+                               f"block {s} has feature none but the head reads it")
+        if not scales:
+            raise _at(spec, stmt, "no block sends a feature to the head")
+        head_scale = []
+        for s in scales:
+            b = blocks[s - 1]
+            shape = (b.feature_channels,) + b.in_shape[1:]
+            seq, _ = self._ops_pairs(per_scale, shape, f"head (block {s})")
+            head_scale.append(seq)
+        vec = (sum(seq[-1].out_shape[0] for seq in head_scale),)
+        tail_ops, _ = self._ops_pairs(tail, vec, "head")
+        return tuple(scales), tuple(head_scale), tail_ops
+
+    def _ops_pairs(self, pairs, shape, where):
+        out = []
+        for op, sp in pairs:
+            resolved = self.op(op, sp, tuple(shape), where, True)
+            out.append(resolved)
+            shape = resolved.out_shape
+        return tuple(out), shape
+
+
+def _network_graph(input_shape, stem, blocks, transitions, scales, head_scale, head):
+    g = nx.DiGraph()
+    g.add_node("input", kind="input", shape=input_shape)
+    g.add_node("stem", kind="stem", ops=stem)
+    g.add_edge("input", "stem", shape=input_shape)
+    prev, shape = "stem", stem[-1].out_shape if stem else input_shape
+    for b in blocks:
+        name = f"block{b.index}"
+        g.add_node(name, kind="block", block=b)
+        g.add_edge(prev, name, shape=shape, role="transit" if prev != "stem" else "input")
+        if b.index <= len(transitions):
+            t = transitions[b.index - 1]
+            tname = f"transition{b.index}"
+            g.add_node(tname, kind="transition", ops=t)
+            g.add_edge(name, tname, shape=(b.transit_channels,) + b.in_shape[1:],
+                       role="transit", sources=b.transit)
+            prev, shape = tname, t[-1].out_shape if t else (b.transit_channels,) + b.in_shape[1:]
+    g.add_node("head", kind="head", scales=scales, ops=head)
+    for s in scales:
+        b = blocks[s - 1]
+        g.add_edge(f"block{s}", "head", shape=(b.feature_channels,) + b.in_shape[1:],
+                   role="feature", sources=b.feature)
+    return g
+
+
+def count_params(net: ir.Network) -> int:
+    """Trainable parameters, from the IR alone (the lowering must agree; the tests check)."""
+    total = sum(op.params() for op in net.stem)
+    total += sum(op.params() for ops in net.transitions for op in ops)
+    total += sum(op.params() for ops in net.head_scale for op in ops)
+    total += sum(op.params() for op in net.head)
+    return total + sum(block_params(b) for b in net.blocks)
+
+
+def block_params(b: ir.Block) -> int:
+    """Conv weights W_ij (+ bottleneck 3x3) once; a BatchNorm per (stage, update)."""
+    g = b.graph
+    convs = sum(d["out_channels"] * d["in_channels"] * d["kernel"][0] * d["kernel"][1]
+                for _, _, d in g.edges(data=True))
+    if b.bottleneck:
+        convs += b.layers * b.width * b.bottleneck * b.kernel[0] * b.kernel[1]
+    bn = 0
+    for i in range(1, b.layers + 1):
+        bn += sum(g.nodes[l]["channels"] for l in topology.stage1_inputs(g, i))
+        bn += b.bottleneck or 0
+        ins = topology.loop_inputs(g, i, b.layers)
+        if not ins:
+            continue  # nothing to read in the loop stages: the layer keeps its Stage-I value
+        updates = sum(1 for s in range(2, b.stages + 1) if i <= b.updates(s))
+        copies = min(updates, 1) if b.bn == "shared" else updates
+        bn += copies * (len(ins) * b.width + (b.bottleneck or 0))
+    return convs + 2 * bn

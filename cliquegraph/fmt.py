@@ -1,0 +1,242 @@
+"""fmt: AST -> canonical .clq text. parse(fmt(s)) == parse(s), and fmt is idempotent.
+
+One statement per line, two-space indents, the fewest parentheses that keep the meaning; comments
+stay with the statement they stood before or beside.
+"""
+
+from __future__ import annotations
+
+from . import ast
+
+# binding strength of each expression form: higher binds tighter
+_LEVEL = {"ifelse": 0, "or": 1, "and": 2, "not": 3, "cmp": 4, "+": 5, "-": 5,
+          "*": 6, "/": 6, "//": 6, "%": 6, "neg": 7, "atom": 8}
+_CMP = {"==", "!=", "<", "<=", ">", ">="}
+
+
+def _level(e) -> int:
+    if isinstance(e, ast.IfElse):
+        return 0
+    if isinstance(e, ast.BinOp):
+        return _LEVEL["cmp"] if e.op in _CMP else _LEVEL[e.op]
+    if isinstance(e, ast.Unary):
+        return _LEVEL["neg"] if e.op == "-" else _LEVEL["not"]
+    return _LEVEL["atom"]
+
+
+def _num(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    text = repr(float(v))
+    return text if ("." in text or "e" in text) else text + ".0"
+
+
+def expr(e, min_level: int = 0) -> str:
+    """Print an expression; wrap it in parentheses if it binds looser than min_level."""
+    text = _expr(e)
+    return f"({text})" if _level(e) < min_level else text
+
+
+def _expr(e) -> str:
+    if isinstance(e, ast.Num):
+        return _num(e.value)
+    if isinstance(e, ast.Bool):
+        return "true" if e.value else "false"
+    if isinstance(e, ast.Dims):
+        return "x".join(str(v) for v in e.values)
+    if isinstance(e, ast.Name):
+        return e.id
+    if isinstance(e, ast.List):
+        return "[" + ", ".join(expr(x) for x in e.items) + "]"
+    if isinstance(e, ast.Call):
+        args = [(f"{a.name} = " if a.name else "") + expr(a.value) for a in e.args]
+        return f"{e.func}(" + ", ".join(args) + ")"
+    if isinstance(e, ast.Unary):
+        if e.op == "-":
+            return "-" + expr(e.operand, _LEVEL["neg"])
+        return "not " + expr(e.operand, _LEVEL["not"])
+    if isinstance(e, ast.BinOp):
+        lvl = _level(e)
+        if e.op in _CMP:  # not associative: both sides must bind tighter
+            return f"{expr(e.left, lvl + 1)} {e.op} {expr(e.right, lvl + 1)}"
+        return f"{expr(e.left, lvl)} {e.op} {expr(e.right, lvl + 1)}"
+    if isinstance(e, ast.IfElse):
+        return f"if {expr(e.cond, 1)} then {expr(e.then, 1)} else {expr(e.else_)}"
+    raise TypeError(f"not an expression: {e!r}")
+
+
+class _Printer:
+    def __init__(self, comments):
+        self.lines: list[str] = []
+        self.comments = sorted(comments)
+        self.next = 0  # index of the first comment not yet printed
+        self.trailing: dict[int, str] = {}  # line index -> its trailing comment
+
+        self.last_src = None  # source line of the last thing printed
+
+    def _gap(self, src_line):
+        """Keep one blank line where the author left one or more (not right after `{`)."""
+        if (self.last_src is not None and src_line > self.last_src + 1 and self.lines
+                and self.lines[-1].strip() and not self.lines[-1].endswith("{")):
+            self.lines.append("")
+
+    def _flush_before(self, line, indent):
+        while self.next < len(self.comments) and self.comments[self.next][0] < line:
+            self._gap(self.comments[self.next][0])
+            self.lines.append("  " * indent + self.comments[self.next][2])
+            self.last_src = self.comments[self.next][0]
+            self.next += 1
+        if line != float("inf"):
+            self._gap(line)
+
+    def _flush_trailing(self, last_line):
+        while self.next < len(self.comments) and self.comments[self.next][0] <= last_line:
+            at = len(self.lines) - 1
+            self.trailing[at] = (self.trailing[at] + " " if at in self.trailing else "") \
+                + self.comments[self.next][2]
+            self.next += 1
+
+    def text(self) -> str:
+        """The lines, with trailing comments of neighbouring lines aligned in one column."""
+        out = list(self.lines)
+        run: list[int] = []
+        for i in range(len(out) + 1):
+            if i in self.trailing and (not run or i == run[-1] + 1):
+                run.append(i)
+                continue
+            if run:
+                col = max(len(out[j]) for j in run) + 2
+                for j in run:
+                    out[j] = out[j].ljust(col) + self.trailing[j]
+            run = [i] if i in self.trailing else []
+        return "\n".join(out) + "\n"
+
+    def emit(self, node, indent, text_lines_fn):
+        pos = getattr(node, "pos", None)
+        if pos is not None:
+            self._flush_before(pos.line, indent)
+        text_lines_fn()
+        if pos is not None:
+            self._flush_trailing(pos.end_line)
+            self.last_src = pos.end_line
+
+    def line(self, indent, text):
+        self.lines.append("  " * indent + text)
+
+    def block(self, node, indent, opener, children, child_fn):
+        """`opener {` children `}` — the closing brace gets the comments left inside."""
+        pos = getattr(node, "pos", None)
+        if pos is not None:
+            self._flush_before(pos.line, indent)
+        self.line(indent, opener + " {")
+        if pos is not None:
+            self._flush_trailing(pos.line)
+            self.last_src = pos.line
+        for child in children:
+            child_fn(child, indent + 1)
+        if pos is not None:
+            self._flush_before(pos.end_line, indent + 1)
+        self.line(indent, "}")
+        if pos is not None:
+            self._flush_trailing(pos.end_line)
+            self.last_src = pos.end_line
+
+
+def fmt(spec: ast.SpecFile) -> str:
+    p = _Printer(spec.comments)
+    first = True
+    for item in spec.items:
+        first = first and not p.lines
+        if isinstance(item, ast.Include):
+            p.emit(item, 0, lambda item=item: p.line(0, f'include "{item.path}"'))
+            continue
+        if not first and p.lines and p.lines[-1]:
+            p.lines.append("")
+        first = False
+        opener = f"network {item.name}" + (f" extends {item.extends}" if item.extends else "")
+        p.block(item, 0, opener, item.body, lambda s, ind: _stmt(p, s, ind))
+    p._flush_before(float("inf"), 0)
+    return p.text()
+
+
+def _if(p, node, indent, child_fn):
+    p.block(node, indent, f"if {expr(node.cond)}", node.then, child_fn)
+    if node.else_:
+        # `} else {` shares the closing line of the then-branch
+        p.lines.pop()
+        p.line(indent, "} else {")
+        for child in node.else_:
+            child_fn(child, indent + 1)
+        if node.pos is not None:
+            p._flush_before(node.pos.end_line, indent + 1)
+        p.line(indent, "}")
+
+
+def _stmt(p, s, indent):
+    if isinstance(s, ast.Param):
+        p.emit(s, indent, lambda: p.line(indent, f"param {s.name} = {expr(s.value)}"))
+    elif isinstance(s, ast.Input):
+        p.emit(s, indent, lambda: p.line(indent, f"input {expr(s.value)}"))
+    elif isinstance(s, ast.Section):
+        p.block(s, indent, s.kind, s.ops, lambda o, ind: _op(p, o, ind))
+    elif isinstance(s, ast.Blocks):
+        opener = "blocks" + (f" {expr(s.count)}" if s.count is not None else "")
+        p.block(s, indent, opener, s.attrs, lambda a, ind: _attr(p, a, ind))
+    elif isinstance(s, ast.If):
+        _if(p, s, indent, lambda c, ind: _stmt(p, c, ind))
+    else:
+        raise TypeError(f"not a network statement: {s!r}")
+
+
+def _attr(p, a, indent):
+    if isinstance(a, ast.If):
+        _if(p, a, indent, lambda c, ind: _attr(p, c, ind))
+        return
+    if isinstance(a.value, ast.EdgeList):
+        edges = ", ".join(f"{expr(e.src)} {e.arrow} {expr(e.dst)}" for e in a.value.edges)
+        value = "edges { " + edges + " }" if edges else "edges {}"
+    else:
+        value = expr(a.value)
+    p.emit(a, indent, lambda: p.line(indent, f"{a.name} {value}"))
+
+
+def _op(p, o, indent):
+    if isinstance(o, ast.If):
+        _if(p, o, indent, lambda c, ind: _op(p, c, ind))
+        return
+    p.emit(o, indent, lambda: p.line(indent, op_text(o)))
+
+
+def op_text(o: ast.Op) -> str:
+    atom = _LEVEL["atom"]
+    if o.kind == "conv":
+        parts = ["conv", expr(o.arg("kernel"), atom), expr(o.arg("out"))]
+        if o.arg("stride") is not None:
+            parts += ["stride", expr(o.arg("stride"))]
+        if o.arg("padding") is not None:
+            parts += ["padding", expr(o.arg("padding"))]
+        if o.arg("bias") is not None:
+            parts.append("bias")
+        return " ".join(parts)
+    if o.kind == "pool":
+        parts = ["pool", o.arg("mode").id]
+        if o.arg("kernel") is not None:
+            parts.append(expr(o.arg("kernel"), atom))
+        if o.arg("stride") is not None:
+            parts += ["stride", expr(o.arg("stride"))]
+        if o.arg("padding") is not None:
+            parts += ["padding", expr(o.arg("padding"))]
+        return " ".join(parts)
+    if o.kind in ("bn", "relu"):
+        return o.kind
+    if o.kind == "dropout":
+        return f"dropout {expr(o.arg('p'))}"
+    if o.kind == "se":
+        return f"se reduction {expr(o.arg('reduction'))}"
+    if o.kind == "fc":
+        return f"fc {expr(o.arg('out'))}"
+    if o.kind == "scales":
+        return f"scales {expr(o.arg('value'))}"
+    raise TypeError(f"unknown op {o.kind!r}")

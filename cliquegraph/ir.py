@@ -1,0 +1,106 @@
+"""The IR: what a spec means, with every shape resolved. The single source of truth for the
+lowering, the diagrams, the summaries and the tests.
+
+A network is a chain stem -> block 1 -> transition 1 -> ... -> block B -> head, kept as a
+networkx DAG (`Network.graph`); each block is a `networkx.DiGraph` over X_0..X_n whose edges are
+the weights W_ij (attributes: kernel, in_channels, out_channels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import networkx as nx
+
+
+@dataclass(frozen=True)
+class Op:
+    """A resolved op of a stem, transition or head.
+
+    kind: conv | bn | relu | dropout | maxpool | avgpool | gpool | se | fc.
+    Shapes are (C, H, W) for maps and (C,) for vectors (after `pool global`)."""
+    kind: str
+    in_shape: tuple
+    out_shape: tuple
+    kernel: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    bias: bool = False
+    p: float = 0.0          # dropout
+    hidden: int = 0         # se: width of the squeeze
+
+    def params(self) -> int:
+        c_in, c_out = self.in_shape[0], self.out_shape[0]
+        if self.kind == "conv":
+            return c_out * c_in * self.kernel[0] * self.kernel[1] + (c_out if self.bias else 0)
+        if self.kind == "bn":
+            return 2 * c_in
+        if self.kind == "se":
+            return 2 * c_in * self.hidden + self.hidden + c_in
+        if self.kind == "fc":
+            return c_out * c_in + c_out
+        return 0
+
+
+@dataclass(frozen=True)
+class Block:
+    index: int                 # 1-based, as in the paper
+    graph: nx.DiGraph = field(compare=False)  # X_0..X_n, edges W_ij
+    layers: int                # n
+    width: int                 # k
+    in_shape: tuple            # (C_0, H, W)
+    topology: str              # as written: clique, dense, chain, edges, watts_strogatz(...)
+    stages: int
+    steps: Optional[int]       # updates of the last stage; None = all
+    feature: tuple             # sources to the loss, in channel order: 'x0', 'stage1', ...
+    transit: tuple             # sources to the next block
+    bottleneck: Optional[int]  # mid width of the 1x1 W_ij; None = W_ij are `kernel` convs
+    kernel: tuple
+    bn: str                    # per_stage | shared
+    dropout: float
+
+    @property
+    def c0(self) -> int:
+        return self.in_shape[0]
+
+    def channels_of(self, sources) -> int:
+        return sum(self.c0 if s == "x0" else self.layers * self.width for s in sources)
+
+    @property
+    def feature_channels(self) -> int:
+        return self.channels_of(self.feature)
+
+    @property
+    def transit_channels(self) -> int:
+        return self.channels_of(self.transit)
+
+    def updates(self, stage: int) -> int:
+        """How many layers stage `stage` updates (all, unless `steps` cuts the last stage)."""
+        if stage == self.stages and self.steps is not None and stage > 1:
+            return self.steps
+        return self.layers
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    path: str
+    text: str = field(repr=False)
+    params: tuple              # resolved (name, value) in declaration order
+    input_shape: tuple         # (C, H, W)
+    stem: tuple                # Ops
+    blocks: tuple              # Blocks
+    transitions: tuple         # one tuple of Ops between each pair of blocks
+    scales: tuple              # 1-based indices of the blocks whose features reach the head
+    head_scale: tuple          # per scale: Ops up to and including `pool global`
+    head: tuple                # Ops on the concatenated vector
+    graph: nx.DiGraph = field(compare=False, repr=False)  # stem -> blocks -> ... -> head
+
+    @property
+    def outputs(self) -> int:
+        return (self.head[-1].out_shape if self.head else
+                (sum(ops[-1].out_shape[0] for ops in self.head_scale),))[0]
+
+    def param(self, name):
+        return dict(self.params)[name]

@@ -1,0 +1,407 @@
+"""Parse: .clq text -> AST (cliquegraph.ast). Nothing outside this module sees a lark tree.
+
+Every failure is a SpecError at file:line:col: unreadable files, binary or non-UTF-8 text,
+nesting past a fixed depth, syntax errors with the tokens that were expected there.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from importlib import resources
+
+import lark
+from lark import Transformer, v_args
+
+from . import ast
+from .errors import SpecError
+
+MAX_SPEC_BYTES = 1 << 20  # a spec is a page of text; 1 MiB is already absurd
+MAX_NESTING = 64          # brackets, braces and parentheses
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> lark.Lark:
+    grammar = resources.files("cliquegraph").joinpath("clq.lark").read_text(encoding="utf-8")
+    return lark.Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+def grammar_text() -> str:
+    return resources.files("cliquegraph").joinpath("clq.lark").read_text(encoding="utf-8")
+
+
+def read_spec(path) -> str:
+    """The text of a spec file, or a SpecError saying why it cannot be read as one."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise SpecError("is a directory, not a .clq spec file", file=path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SPEC_BYTES + 1)
+    except FileNotFoundError:
+        raise SpecError("no such file", file=path) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror or exc}", file=path) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"larger than {MAX_SPEC_BYTES // 1024} KiB; a spec is a short text file",
+                        file=path)
+    return decode_spec(data, path)
+
+
+def decode_spec(data: bytes, path: str) -> str:
+    if b"\x00" in data:
+        line, col = _line_col(data, data.index(b"\x00"))
+        raise SpecError("binary data (a NUL byte), not a .clq text file", file=path, line=line,
+                        column=col, source_line=None)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _line_col(data, exc.start)
+        raise SpecError("not valid UTF-8 text", file=path, line=line, column=col,
+                        source_line=data.splitlines()[line - 1].decode("utf-8", "replace")
+                        if data.splitlines() else "",
+                        hint="save the spec as UTF-8") from None
+
+
+def _line_col(data: bytes, offset: int):
+    line = data.count(b"\n", 0, offset) + 1
+    col = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+    return line, col
+
+
+def _source_line(text: str, line: int) -> str:
+    lines = text.splitlines()
+    return lines[line - 1] if 0 < line <= len(lines) else ""
+
+
+def _check_nesting(text: str, path: str) -> None:
+    """Refuse absurd nesting before lark or the recursive passes ever see it."""
+    depth, line, col = 0, 1, 0
+    in_comment = in_string = False
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col, in_comment, in_string = line + 1, 0, False, False
+            continue
+        if in_comment:
+            continue
+        if ch == '"':
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif ch == "#":
+            in_comment = True
+        elif ch in "([{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise SpecError(f"nesting deeper than {MAX_NESTING} levels", file=path, line=line,
+                                column=col, source_line=_source_line(text, line),
+                                hint="close the brackets opened before this one")
+        elif ch in ")]}":
+            depth -= 1
+
+
+_TOKEN_WORDS = {
+    "NAME": "a name", "NUMBER": "a number", "DIMS": "a size like 3x3", "STRING": 'a "path"',
+    "CMP": "a comparison", "ARROW": "-> or <->", "$END": "end of file",
+}
+
+
+def _describe(names) -> str:
+    terms = {t.name: t for t in _parser().terminals}
+    words = set()
+    for name in names:
+        if name in _TOKEN_WORDS:
+            words.add(_TOKEN_WORDS[name])
+        elif name in terms and terms[name].pattern.type == "str":
+            words.add(repr(terms[name].pattern.value).replace("'", "`"))
+        else:
+            words.add(name.lower())
+    words = sorted(words)
+    if len(words) > 14:
+        words = words[:14] + [f"... ({len(words) - 14} more)"]
+    return ", ".join(words)
+
+
+def parse(text: str, path: str = "<spec>") -> ast.SpecFile:
+    """Parse .clq text into an ast.SpecFile (includes are not followed here; see load)."""
+    _check_nesting(text, path)
+    comments = []
+    try:
+        tree = _parser().parse(text)
+    except lark.exceptions.UnexpectedInput as exc:
+        raise _syntax_error(exc, text, path) from None
+    # comments are kept for fmt: re-lex cheaply (the grammar ignores them)
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if "#" in line:
+            comments.extend(_comments_of_line(line, lineno))
+    try:
+        items = _ToAst(path, text).transform(tree)
+    except RecursionError:
+        raise SpecError("expression nested too deeply", file=path, line=1, column=1,
+                        source_line=_source_line(text, 1)) from None
+    except lark.exceptions.VisitError as exc:
+        if isinstance(exc.orig_exc, SpecError):
+            raise exc.orig_exc from None
+        if isinstance(exc.orig_exc, RecursionError):
+            raise SpecError("expression nested too deeply", file=path) from None
+        raise
+    return ast.SpecFile(items=tuple(items), path=path, text=text, comments=tuple(comments))
+
+
+def _comments_of_line(line: str, lineno: int):
+    in_string = False
+    for col, ch in enumerate(line, 1):
+        if ch == '"':
+            in_string = not in_string
+        elif ch == "#" and not in_string:
+            return [(lineno, col, line[col - 1:].rstrip())]
+    return []
+
+
+def _syntax_error(exc, text, path) -> SpecError:
+    line, col = getattr(exc, "line", None), getattr(exc, "column", None)
+    if line is None or line < 0:  # unexpected end of input
+        lines = text.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+    src = _source_line(text, line)
+    if isinstance(exc, lark.exceptions.UnexpectedCharacters):
+        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        msg = f"unexpected character {ch!r}"
+        expected = exc.allowed
+    elif isinstance(exc, lark.exceptions.UnexpectedToken):
+        tok = exc.token
+        if tok.type == "$END":
+            msg = "unexpected end of file"
+            lines = text.splitlines() or [""]
+            line, col = len(lines), len(lines[-1]) + 1
+            src = lines[-1]
+        else:
+            msg = f"unexpected {tok.value!r}" if len(str(tok.value)) < 40 else "unexpected token"
+        expected = exc.expected
+    else:  # UnexpectedEOF
+        msg = "unexpected end of file"
+        expected = getattr(exc, "expected", [])
+    hint = f"expected {_describe(expected)}" if expected else None
+    return SpecError(msg, file=path, line=line, column=col, source_line=src, hint=hint)
+
+
+def _pos(meta) -> ast.Pos | None:
+    if meta is None or getattr(meta, "empty", True):
+        return None
+    return ast.Pos(meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _tokpos(tok) -> ast.Pos:
+    return ast.Pos(tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column)
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """One method per grammar rule, each returning a plain AST value."""
+
+    def __init__(self, path, text):
+        super().__init__()
+        self.path, self.text = path, text
+
+    def _err(self, msg, pos, hint=None):
+        return SpecError(msg, file=self.path, line=pos.line, column=pos.column,
+                         source_line=_source_line(self.text, pos.line), hint=hint)
+
+    # -- file and network
+    def start(self, meta, items):
+        return items
+
+    def include(self, meta, c):
+        return ast.Include(c[0][1:-1], _pos(meta))
+
+    def network(self, meta, c):
+        name, parent, body = c
+        return ast.Network(str(name), str(parent) if parent is not None else None, body,
+                           _pos(meta))
+
+    def netbody(self, meta, c):
+        return tuple(c)
+
+    blockbody = opbody = netbody
+
+    def _if(self, meta, c):
+        cond, then, else_ = c
+        return ast.If(cond, then, else_ if else_ is not None else (), _pos(meta))
+
+    netif = blockif = opif = _if
+
+    def param(self, meta, c):
+        return ast.Param(str(c[0]), c[1], _pos(meta))
+
+    def input(self, meta, c):
+        return ast.Input(c[0], _pos(meta))
+
+    def stem(self, meta, c):
+        return ast.Section("stem", c[0], _pos(meta))
+
+    def transition(self, meta, c):
+        return ast.Section("transition", c[0], _pos(meta))
+
+    def head(self, meta, c):
+        return ast.Section("head", c[0], _pos(meta))
+
+    def blocks(self, meta, c):
+        return ast.Blocks(c[0], c[1], _pos(meta))
+
+    # -- block attributes
+    def _attr(name):
+        def method(self, meta, c):
+            return ast.Attr(name, c[0], _pos(meta))
+        return method
+
+    layers = _attr("layers")
+    width = _attr("width")
+    topology = _attr("topology")
+    stages = _attr("stages")
+    steps = _attr("steps")
+    feature = _attr("feature")
+    transit = _attr("transit")
+    bottleneck = _attr("bottleneck")
+    bnmode = _attr("bn")
+    dropout = _attr("dropout")
+    kernel = _attr("kernel")
+    del _attr
+
+    def edgelist(self, meta, c):
+        return ast.EdgeList(tuple(e for e in c if e is not None), _pos(meta))
+
+    def edge(self, meta, c):
+        return ast.Edge(c[0], str(c[1]), c[2], _pos(meta))
+
+    # -- ops
+    def _op(self, kind, meta, args):
+        return ast.Op(kind, tuple(sorted(args.items())), _pos(meta))
+
+    def conv(self, meta, c):
+        args = {"kernel": c[0], "out": c[1]}
+        for opt in c[2:]:
+            args[opt[0]] = opt[1]
+        return self._op("conv", meta, args)
+
+    def stride(self, meta, c):
+        return ("stride", c[0])
+
+    def padding(self, meta, c):
+        return ("padding", c[0])
+
+    def bias(self, meta, c):
+        return ("bias", ast.Bool(True))
+
+    def bn(self, meta, c):
+        return self._op("bn", meta, {})
+
+    def relu(self, meta, c):
+        return self._op("relu", meta, {})
+
+    def drop(self, meta, c):
+        return self._op("dropout", meta, {"p": c[0]})
+
+    def pool(self, meta, c):
+        mode = str(c[0])
+        if mode not in ("avg", "max", "global"):
+            from .errors import did_you_mean
+            raise self._err(f"unknown pooling {mode!r}", _tokpos(c[0]),
+                            did_you_mean(mode, ["avg", "max", "global"])
+                            or "pooling is `avg K`, `max K` or `global`")
+        args = {"mode": ast.Name(mode, _tokpos(c[0]))}
+        if c[1] is not None:
+            args["kernel"] = c[1]
+        elif mode != "global":
+            raise self._err(f"`pool {mode}` needs a kernel size, e.g. `pool {mode} 2`",
+                            _tokpos(c[0]))
+        for opt in c[2:]:
+            args[opt[0]] = opt[1]
+        return self._op("pool", meta, args)
+
+    def se(self, meta, c):
+        return self._op("se", meta, {"reduction": c[0]})
+
+    def fc(self, meta, c):
+        return self._op("fc", meta, {"out": c[0]})
+
+    def scales(self, meta, c):
+        return self._op("scales", meta, {"value": c[0]})
+
+    # -- expressions
+    def number(self, meta, c):
+        text = str(c[0])
+        try:
+            value = int(text) if text.isdigit() else float(text)
+        except (ValueError, OverflowError):
+            raise self._err(f"bad number {text!r}", _tokpos(c[0])) from None
+        if isinstance(value, float) and value in (float("inf"),):
+            raise self._err(f"number {text!r} is out of range", _tokpos(c[0]))
+        return ast.Num(value, _tokpos(c[0]))
+
+    def dims(self, meta, c):
+        return ast.Dims(tuple(int(v) for v in str(c[0]).split("x")), _tokpos(c[0]))
+
+    def true(self, meta, c):
+        return ast.Bool(True, _pos(meta))
+
+    def false(self, meta, c):
+        return ast.Bool(False, _pos(meta))
+
+    def name(self, meta, c):
+        return ast.Name(str(c[0]), _tokpos(c[0]))
+
+    def list(self, meta, c):
+        return ast.List(tuple(x for x in c if x is not None), _pos(meta))
+
+    def call(self, meta, c):
+        return ast.Call(str(c[0]), tuple(a for a in c[1:] if a is not None), _pos(meta))
+
+    def arg(self, meta, c):
+        return ast.Arg(str(c[0]) if c[0] is not None else None, c[1], _pos(meta))
+
+    def _bin(op):
+        def method(self, meta, c):
+            return ast.BinOp(op, c[0], c[1], _pos(meta))
+        return method
+
+    add, sub, mul, div = _bin("+"), _bin("-"), _bin("*"), _bin("/")
+    floordiv, mod, or_op, and_op = _bin("//"), _bin("%"), _bin("or"), _bin("and")
+    del _bin
+
+    def cmp(self, meta, c):
+        return ast.BinOp(str(c[1]), c[0], c[2], _pos(meta))
+
+    def neg(self, meta, c):
+        return ast.Unary("-", c[0], _pos(meta))
+
+    def not_op(self, meta, c):
+        return ast.Unary("not", c[0], _pos(meta))
+
+    def ifelse(self, meta, c):
+        return ast.IfElse(c[0], c[1], c[2], _pos(meta))
+
+
+def parse_file(path) -> ast.SpecFile:
+    path = os.fspath(path)
+    return parse(read_spec(path), path)
+
+
+def parse_value(text: str, where: str = "<--set>") -> ast.Expr:
+    """Parse one expression (the VALUE of `--set NAME=VALUE`)."""
+    prefix = "network _ { param _ = "
+    if "\n" in text:
+        raise SpecError("a --set value is one line", file=where)
+    try:
+        spec = parse(f"{prefix}{text}\n}}", where)
+    except SpecError as err:
+        col = max(1, (err.column or 1) - len(prefix)) if err.line == 1 else len(text) + 1
+        message = err.message
+        if col > len(text):
+            col, message = len(text) + 1, "unexpected end of value"
+        raise SpecError(message, file=where, line=1, column=min(col, len(text) + 1),
+                        source_line=text, hint=err.hint) from None
+    body = spec.networks[0].body
+    if len(body) != 1 or not isinstance(body[0], ast.Param):
+        raise SpecError("expected one value", file=where, line=1, column=1, source_line=text)
+    return body[0].value

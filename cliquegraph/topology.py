@@ -1,0 +1,77 @@
+"""Block graphs: the W_ij of a block as a networkx.DiGraph over X_0..X_n.
+
+clique: X_0 -> every layer, and every ordered pair of layers (n + n(n-1) = n^2 edges).
+dense:  X_0 -> every layer, and i -> j for i < j (n(n+1)/2 edges; DenseNet).
+chain:  X_0 -> X_1, and both directions between neighbours (2n - 1 edges).
+edges { ... }: exactly the edges listed (`a <-> b` is both directions).
+A generator (watts_strogatz, erdos_renyi, barabasi_albert) draws an undirected graph over the
+layers with its seed; each of its edges is a pair W_ij, W_ji, and X_0 feeds every layer.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+MAX_EDGES = 250_000  # W_ij in one block
+
+
+def edge_count(kind: str, n: int) -> int:
+    return {"clique": n * n, "dense": n * (n + 1) // 2, "chain": 2 * n - 1}[kind]
+
+
+def named(kind: str, n: int):
+    """Edge list (src, dst) of a named topology, in a fixed order."""
+    if kind == "clique":
+        return [(0, j) for j in range(1, n + 1)] + [
+            (i, j) for i in range(1, n + 1) for j in range(1, n + 1) if i != j]
+    if kind == "dense":
+        return [(i, j) for j in range(1, n + 1) for i in range(0, j)]
+    if kind == "chain":
+        return [(0, 1)] + [e for i in range(1, n) for e in ((i, i + 1), (i + 1, i))]
+    raise ValueError(kind)
+
+
+def generated(kind: str, n: int, kwargs: dict):
+    """Edges from a networkx random-graph generator over layers 1..n (raises ValueError)."""
+    seed = kwargs.get("seed", 0)
+    if kind == "watts_strogatz":
+        k = kwargs["k"]
+        if not 1 <= k < n:
+            raise ValueError(f"watts_strogatz needs 1 <= k < layers ({n}), got k = {k}")
+        g = nx.watts_strogatz_graph(n, k, kwargs["p"], seed=seed)
+    elif kind == "erdos_renyi":
+        g = nx.gnp_random_graph(n, kwargs["p"], seed=seed)
+    elif kind == "barabasi_albert":
+        m = kwargs["m"]
+        if not 1 <= m < n:
+            raise ValueError(f"barabasi_albert needs 1 <= m < layers ({n}), got m = {m}")
+        g = nx.barabasi_albert_graph(n, m, seed=seed)
+    else:
+        raise ValueError(kind)
+    pairs = sorted((min(a, b) + 1, max(a, b) + 1) for a, b in g.edges())
+    return [(0, j) for j in range(1, n + 1)] + [e for a, b in pairs for e in ((a, b), (b, a))]
+
+
+def block_graph(edges, n: int, c0: int, k: int, kernel, bottleneck) -> nx.DiGraph:
+    """The IR graph of one block: node i has `channels`; edge (i, j) is W_ij."""
+    g = nx.DiGraph()
+    g.add_node(0, channels=c0, label="X_0")
+    for i in range(1, n + 1):
+        g.add_node(i, channels=k, label=f"X_{i}")
+    w_kernel = (1, 1) if bottleneck else tuple(kernel)
+    out = bottleneck or k
+    for i, j in edges:
+        g.add_edge(i, j, kernel=w_kernel, in_channels=g.nodes[i]["channels"], out_channels=out,
+                   label=f"W_{i}{j}" if n < 10 else f"W_{i},{j}")
+    return g
+
+
+def stage1_inputs(g: nx.DiGraph, i: int):
+    """Sources of layer i in Stage I: in-edges from lower nodes (X_0 included), ascending."""
+    return sorted(l for l in g.predecessors(i) if l < i)
+
+
+def loop_inputs(g: nx.DiGraph, i: int, n: int):
+    """Sources of layer i in a stage >= 2, in Table 1's order: i+1..n, then 1..i-1."""
+    preds = set(g.predecessors(i))
+    return [l for l in list(range(i + 1, n + 1)) + list(range(1, i)) if l in preds]

@@ -1,0 +1,271 @@
+"""Values of .clq expressions and their evaluation.
+
+Numbers, bools and lists are Python's int/float/bool/tuple; the rest are small frozen types:
+Sym (clique, dense, chain, all, none, per_stage, shared, last, ...), Policy (x0 + stage2),
+Dims (3x3, 3x32x32) and Generator (watts_strogatz(k = 4, p = 0.25, seed = 1)).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from . import ast
+from .errors import SpecError, did_you_mean
+
+SYMBOLS = {"clique", "dense", "chain", "all", "none", "last", "x0", "per_stage", "shared"}
+_STAGE = re.compile(r"stage([1-9][0-9]?)$")
+GENERATORS = {  # networkx random-graph generators over the layers of a block, and their args
+    "watts_strogatz": {"k": int, "p": float, "seed": int},
+    "erdos_renyi": {"p": float, "seed": int},
+    "barabasi_albert": {"m": int, "seed": int},
+}
+FUNCTIONS = {"floor", "ceil", "round", "min", "max", "len"} | set(GENERATORS)
+
+
+@dataclass(frozen=True)
+class Sym:
+    name: str
+
+    def __str__(self):
+        return self.name
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Which values of a block a feature/transit takes, in channel order: 'x0', 'stageN', 'last'."""
+    parts: tuple
+
+    def __str__(self):
+        return " + ".join(self.parts) if self.parts else "none"
+
+
+@dataclass(frozen=True)
+class Dims:
+    values: tuple
+
+    def __str__(self):
+        return "x".join(map(str, self.values))
+
+
+@dataclass(frozen=True)
+class Generator:
+    kind: str
+    kwargs: tuple  # sorted (name, value)
+
+    def __str__(self):
+        return f"{self.kind}(" + ", ".join(f"{k} = {v}" for k, v in self.kwargs) + ")"
+
+
+def is_reserved(name: str) -> bool:
+    return name in SYMBOLS or bool(_STAGE.match(name)) or name in ("C", "true", "false")
+
+
+def show(v) -> str:
+    """A value as .clq text (for messages and summaries)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, tuple):
+        return "[" + ", ".join(show(x) for x in v) + "]"
+    return str(v)
+
+
+def kind(v) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, tuple):
+        return "list"
+    if isinstance(v, Dims):
+        return "size"
+    return "symbol"  # Sym, Policy, Generator
+
+
+def _type_name(v) -> str:
+    if isinstance(v, bool):
+        return "a bool"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, float):
+        return "a number"
+    if isinstance(v, tuple):
+        return "a list"
+    if isinstance(v, Dims):
+        return "a size"
+    if isinstance(v, Policy):
+        return "a feature policy"
+    if isinstance(v, Generator):
+        return "a graph generator"
+    return f"`{v}`"
+
+
+class Evaluator:
+    """Evaluates expressions against a lookup function for names (params, C)."""
+
+    def __init__(self, lookup, path, text):
+        self.lookup = lookup  # name -> value, or raises KeyError
+        self.path, self.text = path, text
+
+    def error(self, msg, node, hint=None) -> SpecError:
+        pos = getattr(node, "pos", None)
+        if pos is None:
+            return SpecError(msg, file=self.path, hint=hint)
+        lines = self.text.splitlines()
+        src = lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
+        return SpecError(msg, file=self.path, line=pos.line, column=pos.column, source_line=src,
+                         hint=hint)
+
+    def __call__(self, e):
+        try:
+            return self._eval(e)
+        except RecursionError:
+            raise self.error("expression nested too deeply", e) from None
+
+    def _eval(self, e):
+        if isinstance(e, (ast.Num, ast.Bool)):
+            return e.value
+        if isinstance(e, ast.Dims):
+            return Dims(e.values)
+        if isinstance(e, ast.List):
+            return tuple(self._eval(x) for x in e.items)
+        if isinstance(e, ast.Name):
+            return self._name(e)
+        if isinstance(e, ast.Unary):
+            v = self._eval(e.operand)
+            if e.op == "not":
+                return not self._bool(v, e.operand, "`not`")
+            return -self._num(v, e.operand, "`-`")
+        if isinstance(e, ast.IfElse):
+            if self._bool(self._eval(e.cond), e.cond, "`if`"):
+                return self._eval(e.then)
+            return self._eval(e.else_)
+        if isinstance(e, ast.BinOp):
+            return self._binop(e)
+        if isinstance(e, ast.Call):
+            return self._call(e)
+        raise self.error(f"cannot evaluate {type(e).__name__}", e)
+
+    def _name(self, e):
+        try:
+            return self.lookup(e.id)
+        except KeyError:
+            pass
+        if e.id in SYMBOLS:
+            return Policy((e.id,)) if e.id in ("x0", "last") else Sym(e.id)
+        if _STAGE.match(e.id):
+            return Policy((e.id,))
+        known = list(SYMBOLS) + list(getattr(self.lookup, "names", lambda: [])())
+        raise self.error(f"unknown name {e.id!r}", e, did_you_mean(e.id, known))
+
+    def _num(self, v, node, what):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise self.error(f"{what} needs a number, got {_type_name(v)} ({show(v)})", node)
+        return v
+
+    def _bool(self, v, node, what):
+        if not isinstance(v, bool):
+            raise self.error(f"{what} needs true or false, got {_type_name(v)} ({show(v)})", node)
+        return v
+
+    def _binop(self, e):
+        op = e.op
+        if op in ("and", "or"):
+            left = self._bool(self._eval(e.left), e.left, f"`{op}`")
+            if (op == "and" and not left) or (op == "or" and left):
+                return left
+            return self._bool(self._eval(e.right), e.right, f"`{op}`")
+        a, b = self._eval(e.left), self._eval(e.right)
+        if op in ("==", "!="):
+            same = (a == b) and kind(a) == kind(b)
+            return same if op == "==" else not same
+        if op == "+" and isinstance(a, (Policy, Sym)) and isinstance(b, (Policy, Sym)):
+            return Policy(self._policy(a, e.left) + self._policy(b, e.right))
+        if op == "+" and isinstance(a, tuple) and isinstance(b, tuple):
+            return a + b
+        a = self._num(a, e.left, f"`{op}`")
+        b = self._num(b, e.right, f"`{op}`")
+        if op in ("<", "<=", ">", ">="):
+            return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+        if op in ("/", "//", "%") and b == 0:
+            raise self.error("division by zero", e.right)
+        try:
+            if op == "+":
+                r = a + b
+            elif op == "-":
+                r = a - b
+            elif op == "*":
+                r = a * b
+            elif op == "/":
+                r = a / b
+            elif op == "//":
+                r = a // b
+            else:
+                r = a % b
+        except OverflowError:
+            raise self.error("number too large", e) from None
+        if isinstance(r, float) and not math.isfinite(r):
+            raise self.error("number too large", e)
+        if isinstance(r, int) and r.bit_length() > 64:
+            raise self.error("number too large", e)
+        return r
+
+    def _policy(self, v, node):
+        if isinstance(v, Policy):
+            return v.parts
+        if v == Sym("none"):
+            return ()
+        raise self.error(f"`{v}` is not a feature source (x0, stage1, stage2, ..., last)", node)
+
+    def _call(self, e):
+        f = e.func
+        if f not in FUNCTIONS:
+            raise self.error(f"unknown function {f!r}", e, did_you_mean(f, FUNCTIONS))
+        if f in GENERATORS:
+            return self._generator(e)
+        if any(a.name for a in e.args):
+            raise self.error(f"{f}() takes no named arguments", e)
+        args = [self._eval(a.value) for a in e.args]
+        if f == "len":
+            if len(args) != 1 or not isinstance(args[0], tuple):
+                raise self.error("len() takes one list", e)
+            return len(args[0])
+        if f in ("min", "max"):
+            if len(args) == 1 and isinstance(args[0], tuple):
+                args = list(args[0])
+            if not args:
+                raise self.error(f"{f}() of nothing", e)
+            nums = [self._num(a, e, f"{f}()") for a in args]
+            return min(nums) if f == "min" else max(nums)
+        if len(args) != 1:
+            raise self.error(f"{f}() takes one number", e)
+        x = self._num(args[0], e.args[0].value, f"{f}()")
+        return {"floor": math.floor, "ceil": math.ceil, "round": round}[f](x)
+
+    def _generator(self, e):
+        spec = GENERATORS[e.func]
+        kwargs = {}
+        for a in e.args:
+            if a.name is None:
+                raise self.error(f"{e.func}() takes named arguments: "
+                                 + ", ".join(f"{k} = ..." for k in spec), a.value)
+            if a.name not in spec:
+                raise self.error(f"{e.func}() has no argument {a.name!r}", a,
+                                 did_you_mean(a.name, spec) or "it takes "
+                                 + ", ".join(spec))
+            v = self._eval(a.value)
+            want = spec[a.name]
+            if want is int and (isinstance(v, bool) or not isinstance(v, int)):
+                raise self.error(f"{a.name} must be a whole number, got {show(v)}", a.value)
+            if want is float:
+                v = self._num(v, a.value, a.name)
+                if not 0 <= v <= 1:
+                    raise self.error(f"{a.name} is a probability in [0, 1], got {show(v)}",
+                                     a.value)
+            kwargs[a.name] = v
+        missing = [k for k in spec if k not in kwargs and k != "seed"]
+        if missing:
+            raise self.error(f"{e.func}() needs " + ", ".join(f"{k} = ..." for k in missing), e)
+        kwargs.setdefault("seed", 0)
+        return Generator(e.func, tuple(sorted(kwargs.items())))
