@@ -18,9 +18,12 @@ __all__ = ["SpecError", "elaborate", "count_params", "fmt", "parse", "parse_file
 
 
 def __getattr__(name):  # torch-side API, imported on first use
-    if name in ("build", "from_original"):
-        from . import lower, original
-        return {"build": lower.build, "from_original": original.from_original}[name]
+    if name == "build":
+        from .lower import build
+        return build
+    if name == "from_original":
+        from .original import from_original
+        return from_original
     if name == "schedule":
         from .schedule import schedule
         return schedule

@@ -14,7 +14,7 @@ import networkx as nx
 
 from . import ast, ir, topology
 from .errors import SpecError, did_you_mean
-from .parse import parse_file, parse_value
+from .parse import parse, parse_file, parse_value
 from .values import (Dims, Evaluator, Generator, Policy, Sym, is_reserved, kind, show)
 
 LIMITS = {"layers": 1000, "channels": 65536, "stages": 16, "blocks": 64, "size": 16384,
@@ -26,22 +26,24 @@ _STAGE = re.compile(r"stage(\d+)$")
 
 # ---- loading: includes and extends ------------------------------------------------------------
 
-def load(path) -> tuple[dict, ast.Network]:
-    """All networks visible from `path` (its own and its includes') and its main network."""
+def load(path, text=None) -> tuple[dict, ast.Network]:
+    """All networks visible from `path` (its own and its includes') and its main network.
+
+    With `text`, that is the file's content (a spec kept in a checkpoint, say)."""
     path = os.fspath(path)
     networks: dict[str, tuple[ast.Network, ast.SpecFile]] = {}
-    spec = _load_into(path, networks, stack=())
+    spec = _load_into(path, networks, stack=(), text=text)
     if not spec.networks:
         raise SpecError("no network in this file", file=path,
                         hint="a spec defines `network NAME { ... }`")
     return networks, spec.networks[-1]
 
 
-def _load_into(path, networks, stack):
+def _load_into(path, networks, stack, text=None):
     real = os.path.realpath(path)
     if real in stack:
         raise SpecError("include cycle: " + " -> ".join(stack + (real,)), file=path)
-    spec = parse_file(path)
+    spec = parse_file(path) if text is None else parse(text, path)
     for item in spec.items:
         if isinstance(item, ast.Include):
             target = os.path.join(os.path.dirname(path), item.path)
@@ -152,11 +154,21 @@ def _convert_override(name, value):
 
 # ---- elaboration ------------------------------------------------------------------------------
 
-def elaborate(path, overrides=None) -> ir.Network:
+def standalone(path) -> str:
+    """The main network of `path` and its ancestors as one spec text with no includes: what a
+    checkpoint keeps so the module can be rebuilt anywhere."""
+    from .fmt import fmt
+    networks, main = load(path)
+    items = tuple(net for net, _ in _lineage(networks, main))
+    return fmt(ast.SpecFile(items=items))
+
+
+def elaborate(path, overrides=None, text=None) -> ir.Network:
     """The IR of the main network of spec file `path`, with params overridden.
 
-    `overrides` maps a param name to .clq text (as --set takes it) or a Python value."""
-    networks, main = load(path)
+    `overrides` maps a param name to .clq text (as --set takes it) or a Python value; `text`,
+    when given, is the spec's content (then `path` only names it in messages)."""
+    networks, main = load(path, text)
     lineage = _lineage(networks, main)
     decls: dict = {}
     for net, spec in lineage:

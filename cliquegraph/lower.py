@@ -1,0 +1,220 @@
+"""Lower: IR -> torch.fx.GraphModule, built node by node from the schedule (nothing is traced).
+
+Each W_ij is one nn.Parameter (`block1.w_4_3`), fetched once into the graph and read by every
+stage that uses it. Each update is the paper's unit g on concatenated inputs: one BatchNorm per
+(stage, update) (or one per layer for all loop stages with `bn shared`), ReLU, and one conv with
+the matching W_ij concatenated along their input channels — one conv per update, not per edge.
+Nodes carry the paper's names, so `print(gm.code)` reads like Table 1 (`b1_x3_s2 = ...`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from . import ir
+from .elaborate import elaborate
+from .schedule import schedule
+
+
+class SqueezeExcite(nn.Module):
+    """Attentional transition: global pool -> FC C->C/r -> ReLU -> FC -> sigmoid -> scale."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x):
+        s = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3))))))
+        return x * s[:, :, None, None]
+
+
+class GlobalAvgPool(nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
+def op_module(op: ir.Op) -> nn.Module:
+    """The nn.Module for a stem/transition/head op."""
+    c = op.in_shape[0]
+    if op.kind == "conv":
+        return nn.Conv2d(c, op.out_shape[0], op.kernel, op.stride, op.padding, bias=op.bias)
+    if op.kind == "bn":
+        return nn.BatchNorm2d(c) if len(op.in_shape) == 3 else nn.BatchNorm1d(c)
+    if op.kind == "relu":
+        return nn.ReLU()
+    if op.kind == "dropout":
+        return nn.Dropout(op.p)
+    if op.kind == "maxpool":
+        return nn.MaxPool2d(op.kernel, op.stride, op.padding)
+    if op.kind == "avgpool":
+        return nn.AvgPool2d(op.kernel, op.stride, op.padding)
+    if op.kind == "gpool":
+        return GlobalAvgPool()
+    if op.kind == "se":
+        return SqueezeExcite(c, op.hidden)
+    if op.kind == "fc":
+        return nn.Linear(c, op.out_shape[0])
+    raise ValueError(op.kind)
+
+
+class _Lowering:
+    def __init__(self, net: ir.Network):
+        self.net = net
+        self.root = nn.Module()
+        self.graph = fx.Graph()
+
+    def node(self, part, *args, **kwargs):
+        n = self.graph.create_node(*args, **kwargs)
+        n.meta["part"] = part
+        return n
+
+    def cat(self, part, tensors, name):
+        if len(tensors) == 1:
+            return tensors[0]
+        return self.node(part, "call_function", torch.cat, (list(tensors), 1), name=name)
+
+    def section(self, container: str, ops, x, part):
+        holder = nn.Module()
+        setattr(self.root, container, holder)
+        for j, op in enumerate(ops):
+            name = f"{op.kind}{j}"
+            holder.add_module(name, op_module(op))
+            x = self.node(part, "call_module", f"{container}.{name}", (x,),
+                          name=f"{container}_{name}")
+        return x
+
+    def block(self, b: ir.Block, x):
+        part, tag = f"block{b.index}", f"b{b.index}"
+        mod = nn.Module()
+        setattr(self.root, part, mod)
+        g = b.graph
+        for i, j, d in g.edges(data=True):
+            kh, kw = d["kernel"]
+            mod.register_parameter(f"w_{i}_{j}", nn.Parameter(
+                torch.empty(d["out_channels"], d["in_channels"], kh, kw)))
+        if b.bottleneck:
+            for j in range(1, b.layers + 1):
+                mod.register_parameter(f"wb_{j}", nn.Parameter(
+                    torch.empty(b.width, b.bottleneck, *b.kernel)))
+        if b.dropout:
+            mod.add_module("drop", nn.Dropout(b.dropout))
+        weights = {}
+
+        def w(name):  # one get_attr per shared weight, read by every stage
+            if name not in weights:
+                weights[name] = self.node(part, "get_attr", f"{part}.{name}", (),
+                                          name=f"{tag}_{name}")
+            return weights[name]
+
+        w_pad = (b.kernel[0] // 2, b.kernel[1] // 2) if not b.bottleneck else (0, 0)
+        mid_pad = (b.kernel[0] // 2, b.kernel[1] // 2)
+        sched = schedule(b)
+        values = {(0, 1): x}
+        for u in sched.updates:
+            i, s = u.layer, u.stage
+            at = f"x{i}_s{s}"
+            bn_name = f"bn_s{s}_x{i}" if (s == 1 or b.bn == "per_stage") else f"bn_loop_x{i}"
+            inputs = [values[v] for v in u.inputs]
+            h = self.cat(part, inputs, f"{tag}_in_{at}")
+            if not hasattr(mod, bn_name):
+                mod.add_module(bn_name, nn.BatchNorm2d(sum(
+                    g.nodes[l]["channels"] for l, _ in u.inputs)))
+            h = self.node(part, "call_module", f"{part}.{bn_name}", (h,), name=f"{tag}_bn_{at}")
+            h = self.node(part, "call_function", torch.relu, (h,), name=f"{tag}_relu_{at}")
+            wcat = self.cat(part, [w(f"w_{l}_{i}") for l, _ in u.inputs], f"{tag}_w_{at}")
+            # the node that holds X_i^(s) gets the paper's name: b1_x3_s2
+            final = f"{tag}_{at}"
+            out_name = f"{tag}_mid_{at}" if b.bottleneck else final
+            conv_name = (f"{tag}_conv1x1_{at}" if b.bottleneck else f"{tag}_conv_{at}") \
+                if b.dropout else out_name
+            y = self.node(part, "call_function", F.conv2d, (h, wcat), {"padding": w_pad},
+                          name=conv_name)
+            if b.dropout:
+                y = self.node(part, "call_module", f"{part}.drop", (y,), name=out_name)
+            if b.bottleneck:
+                bnb = bn_name.replace("bn_", "bnb_", 1)
+                if not hasattr(mod, bnb):
+                    mod.add_module(bnb, nn.BatchNorm2d(b.bottleneck))
+                y = self.node(part, "call_module", f"{part}.{bnb}", (y,), name=f"{tag}_bnb_{at}")
+                y = self.node(part, "call_function", torch.relu, (y,), name=f"{tag}_relub_{at}")
+                y = self.node(part, "call_function", F.conv2d, (y, w(f"wb_{i}")),
+                              {"padding": mid_pad},
+                              name=f"{tag}_conv_{at}" if b.dropout else final)
+                if b.dropout:
+                    y = self.node(part, "call_module", f"{part}.drop", (y,), name=final)
+            values[(i, s)] = y
+        feature = self.cat(part, [values[v] for v in sched.sources(b.feature)],
+                           f"{tag}_feature") if b.feature else None
+        transit = self.cat(part, [values[v] for v in sched.sources(b.transit)],
+                           f"{tag}_transit") if b.transit else None
+        return feature, transit
+
+    def run(self) -> fx.GraphModule:
+        net = self.net
+        x = self.node("stem", "placeholder", "x", name="x")
+        x = self.section("stem", net.stem, x, "stem")
+        features = {}
+        for b in net.blocks:
+            features[b.index], transit = self.block(b, x)
+            if b.index <= len(net.transitions):
+                x = self.section(f"transition{b.index}", net.transitions[b.index - 1], transit,
+                                 f"transition{b.index}")
+        vecs = [self.section(f"head{s}", ops, features[s], "head")
+                for s, ops in zip(net.scales, net.head_scale)]
+        y = self.cat("head", vecs, "scales")
+        y = self.section("classifier", net.head, y, "head")
+        self.node("head", "output", "output", (y,))
+        gm = fx.GraphModule(self.root, self.graph, class_name=_class_name(net.name))
+        init_weights(gm)
+        return gm
+
+
+def _class_name(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_")) or "Network"
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module) -> None:
+    """As the paper: He normal convs (W_ij too), Xavier FCs, BN 1/0, biases 0."""
+    for name, p in module.named_parameters():
+        owner = module.get_submodule(name.rsplit(".", 1)[0]) if "." in name else module
+        leaf = name.rsplit(".", 1)[-1]
+        if isinstance(owner, nn.Linear):
+            if leaf == "weight":
+                nn.init.xavier_uniform_(p)
+            else:
+                nn.init.zeros_(p)
+        elif isinstance(owner, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            (nn.init.ones_ if leaf == "weight" else nn.init.zeros_)(p)
+        elif p.dim() == 4:  # conv weights, W_ij included
+            nn.init.kaiming_normal_(p, mode="fan_out", nonlinearity="relu")
+        else:
+            nn.init.zeros_(p)
+
+
+def lower(net: ir.Network) -> fx.GraphModule:
+    """The GraphModule of an elaborated network (fresh, initialised weights)."""
+    gm = _Lowering(net).run()
+    gm.meta["cliquegraph"] = {"name": net.name, "path": net.path,
+                              "input_shape": net.input_shape}
+    return gm
+
+
+def build(spec_path, **params) -> fx.GraphModule:
+    """cliquegraph.build("specs/s3.clq", attention=False): the compiled network.
+
+    params override the spec's params, as `--set NAME=VALUE` does: a Python value, or a str
+    holding .clq text ("x0 + stage1", "[8, 12, 16, 8]")."""
+    net = elaborate(spec_path, params)
+    gm = lower(net)
+    gm.meta["cliquegraph"]["params"] = {k: _clq(v) for k, v in params.items()}
+    return gm
+
+
+def _clq(v):
+    from .values import show
+    return v if isinstance(v, str) else show(tuple(v) if isinstance(v, list) else v)
