@@ -646,20 +646,18 @@ def count_params(net: ir.Network) -> int:
 
 
 def block_params(b: ir.Block) -> int:
-    """Conv weights W_ij (+ bottleneck 3x3) once; a BatchNorm per (stage, update)."""
+    """Each W_ij that some update reads, once (and the bottleneck's per-layer conv); a
+    BatchNorm per (stage, update), or one per layer for all loop stages with `bn shared`.
+    Edges no update reads (a clique's feedback edges with one stage) are not owned."""
+    from .schedule import schedule
     g = b.graph
-    convs = sum(d["out_channels"] * d["in_channels"] * d["kernel"][0] * d["kernel"][1]
-                for _, _, d in g.edges(data=True))
+    used, bns = set(), {}
+    for u in schedule(b).updates:
+        used.update(u.weights)
+        key = (u.layer, 1 if u.stage == 1 else (u.stage if b.bn == "per_stage" else "loop"))
+        bns[key] = sum(g.nodes[l]["channels"] for l, _ in u.inputs) + (b.bottleneck or 0)
+    convs = sum(g.edges[e]["out_channels"] * g.edges[e]["in_channels"]
+                * g.edges[e]["kernel"][0] * g.edges[e]["kernel"][1] for e in used)
     if b.bottleneck:
         convs += b.layers * b.width * b.bottleneck * b.kernel[0] * b.kernel[1]
-    bn = 0
-    for i in range(1, b.layers + 1):
-        bn += sum(g.nodes[l]["channels"] for l in topology.stage1_inputs(g, i))
-        bn += b.bottleneck or 0
-        ins = topology.loop_inputs(g, i, b.layers)
-        if not ins:
-            continue  # nothing to read in the loop stages: the layer keeps its Stage-I value
-        updates = sum(1 for s in range(2, b.stages + 1) if i <= b.updates(s))
-        copies = min(updates, 1) if b.bn == "shared" else updates
-        bn += copies * (len(ins) * b.width + (b.bottleneck or 0))
-    return convs + 2 * bn
+    return convs + 2 * sum(bns.values())
