@@ -141,6 +141,7 @@ class If:  # if COND { then } else { else_ } — around statements at any level
     then: tuple
     else_: tuple = ()
     pos: Optional[Pos] = _pos()
+    else_pos: Optional[Pos] = _pos()  # the `else` keyword: fmt keeps each comment in its branch
 
 
 @dataclass(frozen=True)

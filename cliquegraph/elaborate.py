@@ -32,23 +32,26 @@ def load(path, text=None) -> tuple[dict, ast.Network]:
     With `text`, that is the file's content (a spec kept in a checkpoint, say)."""
     path = os.fspath(path)
     networks: dict[str, tuple[ast.Network, ast.SpecFile]] = {}
-    spec = _load_into(path, networks, stack=(), text=text)
+    spec = _load_into(path, networks, stack=(), loaded=set(), text=text)
     if not spec.networks:
         raise SpecError("no network in this file", file=path,
                         hint="a spec defines `network NAME { ... }`")
     return networks, spec.networks[-1]
 
 
-def _load_into(path, networks, stack, text=None):
+def _load_into(path, networks, stack, loaded, text=None):
     real = os.path.realpath(path)
     if real in stack:
         raise SpecError("include cycle: " + " -> ".join(stack + (real,)), file=path)
+    if real in loaded:  # included before, through another file: once is enough
+        return None
+    loaded.add(real)
     spec = parse_file(path) if text is None else parse(text, path)
     for item in spec.items:
         if isinstance(item, ast.Include):
             target = os.path.join(os.path.dirname(path), item.path)
             try:
-                _load_into(target, networks, stack + (real,))
+                _load_into(target, networks, stack + (real,), loaded)
             except SpecError as err:
                 if err.file == target and err.line is None:  # missing include: point at it
                     raise _at(spec, item, f"cannot include {item.path!r}: {err.message}") from None
@@ -67,7 +70,7 @@ def _at(spec: ast.SpecFile, node, msg, hint=None) -> SpecError:
     pos = getattr(node, "pos", None)
     if pos is None:
         return SpecError(msg, file=spec.path, hint=hint)
-    lines = spec.text.splitlines()
+    lines = spec.text.split("\n")  # as lark counts lines
     return SpecError(msg, file=spec.path, line=pos.line, column=pos.column,
                      source_line=lines[pos.line - 1] if pos.line <= len(lines) else "", hint=hint)
 
@@ -78,7 +81,7 @@ def _lineage(networks, main: ast.Network):
     net, spec = networks[main.name]
     while True:
         if net.name in seen:
-            raise _at(spec, net, "extends cycle: " + " -> ".join(n.name for n, _ in chain[::-1])
+            raise _at(spec, net, "extends cycle: " + " -> ".join(n.name for n, _ in chain)
                       + f" -> {net.name}")
         seen.add(net.name)
         chain.append((net, spec))
@@ -131,7 +134,12 @@ class _Params:
         else:
             value = given
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise SpecError(f"param {name}: {show(value)} is too large",
+                                file=where, line=1 if text else None, column=1,
+                                source_line=text) from None
         wild = (Sym("all"), Sym("none"))
         if kind(value) != kind(default) and value not in wild and default not in wild:
             raise SpecError(f"param {name} is a {kind(default)} (default {show(default)}), "
@@ -209,6 +217,7 @@ def _no_nested_params(stmt, spec, inside=False):
 class _Builder:
     def __init__(self, main, lineage, params):
         self.main, self.lineage, self.params = main, lineage, params
+        self.n_edges = 0  # W_ij of the blocks built so far: the limit is for the whole network
 
     # evaluation helpers -------------------------------------------------------------------
     def ev(self, expr, spec, extra=None):
@@ -341,7 +350,7 @@ class _Builder:
                 vals[a.name] = (a.value, sp, a)
                 continue
             v = self.ev(a.value, sp)
-            if isinstance(v, tuple) and a.name != "kernel":
+            if isinstance(v, tuple):
                 if len(v) != n_blocks:
                     raise self.err(sp, a.value, f"{a.name} lists {len(v)} values for "
                                    f"{n_blocks} blocks", "give one value per block, or one "
@@ -402,6 +411,11 @@ class _Builder:
                            f"{LIMITS['channels']}")
         v, sp, node = get("topology", Sym("clique"))
         edges, topo_name = self.edges(v, sp, node, n)
+        self.n_edges += len(edges)
+        if self.n_edges > topology.MAX_EDGES:
+            raise self.err(sp, getattr(node, "value", node),
+                           f"with block {b} the network has {self.n_edges:,} W_ij, past the "
+                           f"limit of {topology.MAX_EDGES:,}")
         graph = topology.block_graph(edges, n, c0, k, kern, mid)
         for i in range(1, n + 1):
             if not topology.stage1_inputs(graph, i):
@@ -466,7 +480,7 @@ class _Builder:
             if topology.edge_count(v.name, n) > topology.MAX_EDGES:
                 raise self.err(sp, where, f"a {v.name} of {n} layers has "
                                f"{topology.edge_count(v.name, n):,} W_ij, past the limit of "
-                               f"{topology.MAX_EDGES:,} per block")
+                               f"{topology.MAX_EDGES:,}")
             return topology.named(v.name, n), v.name
         if isinstance(v, Generator):
             try:
@@ -649,15 +663,21 @@ def block_params(b: ir.Block) -> int:
     """Each W_ij that some update reads, once (and the bottleneck's per-layer conv); a
     BatchNorm per (stage, update), or one per layer for all loop stages with `bn shared`.
     Edges no update reads (a clique's feedback edges with one stage) are not owned."""
-    from .schedule import schedule
-    g = b.graph
-    used, bns = set(), {}
-    for u in schedule(b).updates:
-        used.update(u.weights)
-        key = (u.layer, 1 if u.stage == 1 else (u.stage if b.bn == "per_stage" else "loop"))
-        bns[key] = sum(g.nodes[l]["channels"] for l, _ in u.inputs) + (b.bottleneck or 0)
-    convs = sum(g.edges[e]["out_channels"] * g.edges[e]["in_channels"]
-                * g.edges[e]["kernel"][0] * g.edges[e]["kernel"][1] for e in used)
+    # The updates of schedule(b), counted without listing them: a 500-layer clique with 16
+    # stages would list 4M inputs.
+    g, n, mid = b.graph, b.layers, b.bottleneck or 0
+    used, bn = set(), 0
+    for i in range(1, n + 1):
+        ins = topology.stage1_inputs(g, i)
+        used.update((l, i) for l in ins)
+        bn += sum(g.nodes[l]["channels"] for l in ins) + mid
+        ins = topology.loop_inputs(g, i, n)
+        updates = sum(1 for s in range(2, b.stages + 1) if i <= b.updates(s)) if ins else 0
+        if updates:  # a layer with nothing to read in the loop keeps its value
+            used.update((l, i) for l in ins)
+            bn += (1 if b.bn == "shared" else updates) * (len(ins) * b.width + mid)
+    convs = sum(d["out_channels"] * d["in_channels"] * d["kernel"][0] * d["kernel"][1]
+                for u, v, d in g.edges(data=True) if (u, v) in used)
     if b.bottleneck:
         convs += b.layers * b.width * b.bottleneck * b.kernel[0] * b.kernel[1]
-    return convs + 2 * sum(bns.values())
+    return convs + 2 * bn

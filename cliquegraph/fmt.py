@@ -6,7 +6,10 @@ stay with the statement they stood before or beside.
 
 from __future__ import annotations
 
+import re
+
 from . import ast
+from .parse import keywords
 
 # binding strength of each expression form: higher binds tighter
 _LEVEL = {"ifelse": 0, "or": 1, "and": 2, "not": 3, "cmp": 4, "+": 5, "-": 5,
@@ -125,8 +128,9 @@ class _Printer:
     def line(self, indent, text):
         self.lines.append("  " * indent + text)
 
-    def block(self, node, indent, opener, children, child_fn):
-        """`opener {` children `}` — the closing brace gets the comments left inside."""
+    def block(self, node, indent, opener, children, child_fn, end_line=None):
+        """`opener {` children `}`; the block ends on source line `end_line` (default: where the
+        node ends)."""
         pos = getattr(node, "pos", None)
         if pos is not None:
             self._flush_before(pos.line, indent)
@@ -136,12 +140,17 @@ class _Printer:
             self.last_src = pos.line
         for child in children:
             child_fn(child, indent + 1)
-        if pos is not None:
-            self._flush_before(pos.end_line, indent + 1)
+        self.close(indent, end_line or (pos.end_line if pos is not None else None))
+
+    def close(self, indent, end_line):
+        """The `}` of a block that ends on source line end_line: it gets the comments left
+        inside."""
+        if end_line is not None:
+            self._flush_before(end_line, indent + 1)
         self.line(indent, "}")
-        if pos is not None:
-            self._flush_trailing(pos.end_line)
-            self.last_src = pos.end_line
+        if end_line is not None:
+            self._flush_trailing(end_line)
+            self.last_src = end_line
 
 
 def fmt(spec: ast.SpecFile) -> str:
@@ -162,16 +171,16 @@ def fmt(spec: ast.SpecFile) -> str:
 
 
 def _if(p, node, indent, child_fn):
-    p.block(node, indent, f"if {expr(node.cond)}", node.then, child_fn)
-    if node.else_:
-        # `} else {` shares the closing line of the then-branch
-        p.lines.pop()
-        p.line(indent, "} else {")
-        for child in node.else_:
-            child_fn(child, indent + 1)
-        if node.pos is not None:
-            p._flush_before(node.pos.end_line, indent + 1)
-        p.line(indent, "}")
+    if not node.else_:
+        p.block(node, indent, f"if {expr(node.cond)}", node.then, child_fn)
+        return
+    # the then-branch closes on the line of `else`: comments above it stay in the then-branch
+    then_end = node.else_pos.line if node.pos is not None and node.else_pos is not None else None
+    p.block(node, indent, f"if {expr(node.cond)}", node.then, child_fn, then_end)
+    p.lines[-1] = "  " * indent + "} else {"  # shares the closing line of the then-branch
+    for child in node.else_:
+        child_fn(child, indent + 1)
+    p.close(indent, node.pos.end_line if node.pos is not None else None)
 
 
 def _stmt(p, s, indent):
@@ -209,10 +218,27 @@ def _op(p, o, indent):
     p.emit(o, indent, lambda: p.line(indent, op_text(o)))
 
 
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _after_atom(e, min_level: int = 0) -> str:
+    """An expression printed right after an atom (conv's width, pool's size). There every word
+    of the grammar is read as that keyword, so a param called `layers` or `stride` that starts
+    the expression is parenthesized."""
+    text = expr(e, min_level)
+    word = _WORD.match(text)
+    if word and word.group() in keywords() and word.group() not in ("if", "not", "true", "false"):
+        return f"({text})"
+    return text
+
+
 def op_text(o: ast.Op) -> str:
     atom = _LEVEL["atom"]
     if o.kind == "conv":
-        parts = ["conv", expr(o.arg("kernel"), atom), expr(o.arg("out"))]
+        kernel, out = expr(o.arg("kernel"), atom), _after_atom(o.arg("out"))
+        if isinstance(o.arg("kernel"), ast.Name) and out.startswith("("):
+            kernel = f"({kernel})"  # `conv k (C + 1) // 2` would read as a call k(C + 1)
+        parts = ["conv", kernel, out]
         if o.arg("stride") is not None:
             parts += ["stride", expr(o.arg("stride"))]
         if o.arg("padding") is not None:
@@ -223,7 +249,7 @@ def op_text(o: ast.Op) -> str:
     if o.kind == "pool":
         parts = ["pool", o.arg("mode").id]
         if o.arg("kernel") is not None:
-            parts.append(expr(o.arg("kernel"), atom))
+            parts.append(_after_atom(o.arg("kernel"), atom))
         if o.arg("stride") is not None:
             parts += ["stride", expr(o.arg("stride"))]
         if o.arg("padding") is not None:

@@ -14,7 +14,7 @@ import lark
 from lark import Transformer, v_args
 
 from . import ast
-from .errors import SpecError
+from .errors import SpecError, did_you_mean
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a page of text; 1 MiB is already absurd
 MAX_NESTING = 64          # brackets, braces and parentheses
@@ -23,7 +23,15 @@ MAX_NESTING = 64          # brackets, braces and parentheses
 @functools.lru_cache(maxsize=1)
 def _parser() -> lark.Lark:
     grammar = resources.files("cliquegraph").joinpath("clq.lark").read_text(encoding="utf-8")
-    return lark.Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    return lark.Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                     start=["start", "expr"])  # expr: the VALUE of `--set NAME=VALUE`
+
+
+@functools.lru_cache(maxsize=1)
+def keywords() -> frozenset:
+    """The words the grammar spells out (`layers`, `conv`, `stride`, `else`, ...)."""
+    return frozenset(t.pattern.value for t in _parser().terminals
+                     if t.pattern.type == "str" and t.pattern.value.isidentifier())
 
 
 def grammar_text() -> str:
@@ -54,13 +62,13 @@ def decode_spec(data: bytes, path: str) -> str:
         raise SpecError("binary data (a NUL byte), not a .clq text file", file=path, line=line,
                         column=col, source_line=None)
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line, col = _line_col(data, exc.start)
         raise SpecError("not valid UTF-8 text", file=path, line=line, column=col,
-                        source_line=data.splitlines()[line - 1].decode("utf-8", "replace")
-                        if data.splitlines() else "",
+                        source_line=data.split(b"\n")[line - 1].decode("utf-8", "replace"),
                         hint="save the spec as UTF-8") from None
+    return text[1:] if text.startswith("\ufeff") else text  # a byte-order mark is not text
 
 
 def _line_col(data: bytes, offset: int):
@@ -69,8 +77,14 @@ def _line_col(data: bytes, offset: int):
     return line, col
 
 
+def source_lines(text: str) -> list:
+    """The lines of a spec as lark counts them: only \n ends a line (a \r or a form feed in a
+    comment does not)."""
+    return text.split("\n")
+
+
 def _source_line(text: str, line: int) -> str:
-    lines = text.splitlines()
+    lines = source_lines(text)
     return lines[line - 1] if 0 < line <= len(lines) else ""
 
 
@@ -128,15 +142,20 @@ def parse(text: str, path: str = "<spec>") -> ast.SpecFile:
     _check_nesting(text, path)
     comments = []
     try:
-        tree = _parser().parse(text)
+        tree = _parser().parse(text, start="start")
     except lark.exceptions.UnexpectedInput as exc:
         raise _syntax_error(exc, text, path) from None
     # comments are kept for fmt: re-lex cheaply (the grammar ignores them)
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(source_lines(text), 1):
         if "#" in line:
             comments.extend(_comments_of_line(line, lineno))
+    items = _to_ast(tree, text, path)
+    return ast.SpecFile(items=tuple(items), path=path, text=text, comments=tuple(comments))
+
+
+def _to_ast(tree, text, path):
     try:
-        items = _ToAst(path, text).transform(tree)
+        return _ToAst(path, text).transform(tree)
     except RecursionError:
         raise SpecError("expression nested too deeply", file=path, line=1, column=1,
                         source_line=_source_line(text, 1)) from None
@@ -146,7 +165,6 @@ def parse(text: str, path: str = "<spec>") -> ast.SpecFile:
         if isinstance(exc.orig_exc, RecursionError):
             raise SpecError("expression nested too deeply", file=path) from None
         raise
-    return ast.SpecFile(items=tuple(items), path=path, text=text, comments=tuple(comments))
 
 
 def _comments_of_line(line: str, lineno: int):
@@ -161,8 +179,8 @@ def _comments_of_line(line: str, lineno: int):
 
 def _syntax_error(exc, text, path) -> SpecError:
     line, col = getattr(exc, "line", None), getattr(exc, "column", None)
-    if line is None or line < 0:  # unexpected end of input
-        lines = text.splitlines() or [""]
+    if line is None or line < 0:  # unexpected end of input: point after the last token
+        lines = source_lines(text.rstrip())
         line, col = len(lines), len(lines[-1]) + 1
     src = _source_line(text, line)
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
@@ -173,16 +191,24 @@ def _syntax_error(exc, text, path) -> SpecError:
         tok = exc.token
         if tok.type == "$END":
             msg = "unexpected end of file"
-            lines = text.splitlines() or [""]
+            lines = source_lines(text.rstrip())
             line, col = len(lines), len(lines[-1]) + 1
             src = lines[-1]
         else:
             msg = f"unexpected {tok.value!r}" if len(str(tok.value)) < 40 else "unexpected token"
-        expected = exc.expected
+        # exc.expected is LALR's lookahead set, which can hold tokens the parser would refuse
+        # here; the interactive parser knows the ones it accepts
+        parser = getattr(exc, "interactive_parser", None)
+        expected = parser.accepts() if parser is not None else exc.expected
     else:  # UnexpectedEOF
         msg = "unexpected end of file"
         expected = getattr(exc, "expected", [])
     hint = f"expected {_describe(expected)}" if expected else None
+    if isinstance(exc, lark.exceptions.UnexpectedToken) and exc.token.type == "NAME":
+        terms = {t.name: t.pattern.value for t in _parser().terminals if t.pattern.type == "str"}
+        close = did_you_mean(str(exc.token.value), [terms[e] for e in expected if e in terms])
+        if close:  # a misspelt keyword: `layer 3`
+            hint = f"{close} ({hint})"
     return SpecError(msg, file=path, line=line, column=col, source_line=src, hint=hint)
 
 
@@ -226,8 +252,9 @@ class _ToAst(Transformer):
     blockbody = opbody = netbody
 
     def _if(self, meta, c):
-        cond, then, else_ = c
-        return ast.If(cond, then, else_ if else_ is not None else (), _pos(meta))
+        cond, then, else_kw, else_ = c
+        return ast.If(cond, then, else_ if else_ is not None else (), _pos(meta),
+                      _tokpos(else_kw) if else_kw is not None else None)
 
     netif = blockif = opif = _if
 
@@ -305,7 +332,6 @@ class _ToAst(Transformer):
     def pool(self, meta, c):
         mode = str(c[0])
         if mode not in ("avg", "max", "global"):
-            from .errors import did_you_mean
             raise self._err(f"unknown pooling {mode!r}", _tokpos(c[0]),
                             did_you_mean(mode, ["avg", "max", "global"])
                             or "pooling is `avg K`, `max K` or `global`")
@@ -388,20 +414,15 @@ def parse_file(path) -> ast.SpecFile:
 
 
 def parse_value(text: str, where: str = "<--set>") -> ast.Expr:
-    """Parse one expression (the VALUE of `--set NAME=VALUE`)."""
-    prefix = "network _ { param _ = "
+    """Parse one expression (the VALUE of `--set NAME=VALUE`); its positions are in `text`."""
     if "\n" in text:
         raise SpecError("a --set value is one line", file=where)
+    _check_nesting(text, where)
     try:
-        spec = parse(f"{prefix}{text}\n}}", where)
-    except SpecError as err:
-        col = max(1, (err.column or 1) - len(prefix)) if err.line == 1 else len(text) + 1
-        message = err.message
-        if col > len(text):
-            col, message = len(text) + 1, "unexpected end of value"
-        raise SpecError(message, file=where, line=1, column=min(col, len(text) + 1),
-                        source_line=text, hint=err.hint) from None
-    body = spec.networks[0].body
-    if len(body) != 1 or not isinstance(body[0], ast.Param):
-        raise SpecError("expected one value", file=where, line=1, column=1, source_line=text)
-    return body[0].value
+        tree = _parser().parse(text, start="expr")
+    except lark.exceptions.UnexpectedInput as exc:
+        err = _syntax_error(exc, text, where)
+        raise SpecError(err.message.replace("end of file", "end of value"), file=where, line=1,
+                        column=err.column, source_line=text,
+                        hint=err.hint and err.hint.replace("end of file", "end of value")) from None
+    return _to_ast(tree, text, where)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-MAX_EDGES = 250_000  # W_ij in one block
+MAX_EDGES = 250_000  # W_ij in one network
 
 
 def edge_count(kind: str, n: int) -> int:
@@ -32,24 +32,37 @@ def named(kind: str, n: int):
 
 
 def generated(kind: str, n: int, kwargs: dict):
-    """Edges from a networkx random-graph generator over layers 1..n (raises ValueError)."""
+    """Edges from a networkx random-graph generator over layers 1..n (raises ValueError).
+
+    Graphs past MAX_EDGES are refused before they are drawn (Erdos-Renyi: by expectation, and
+    again once drawn)."""
     seed = kwargs.get("seed", 0)
     if kind == "watts_strogatz":
         k = kwargs["k"]
         if not 1 <= k < n:
             raise ValueError(f"watts_strogatz needs 1 <= k < layers ({n}), got k = {k}")
+        _check_size(kind, n, n * (k // 2))
         g = nx.watts_strogatz_graph(n, k, kwargs["p"], seed=seed)
     elif kind == "erdos_renyi":
+        _check_size(kind, n, kwargs["p"] * n * (n - 1) / 2)
         g = nx.gnp_random_graph(n, kwargs["p"], seed=seed)
     elif kind == "barabasi_albert":
         m = kwargs["m"]
         if not 1 <= m < n:
             raise ValueError(f"barabasi_albert needs 1 <= m < layers ({n}), got m = {m}")
+        _check_size(kind, n, m * (n - m))
         g = nx.barabasi_albert_graph(n, m, seed=seed)
     else:
         raise ValueError(kind)
+    _check_size(kind, n, g.number_of_edges())
     pairs = sorted((min(a, b) + 1, max(a, b) + 1) for a, b in g.edges())
     return [(0, j) for j in range(1, n + 1)] + [e for a, b in pairs for e in ((a, b), (b, a))]
+
+
+def _check_size(kind, n, pairs):
+    if n + 2 * pairs > MAX_EDGES:
+        raise ValueError(f"{kind} over {n} layers draws about {int(n + 2 * pairs):,} W_ij, past "
+                         f"the limit of {MAX_EDGES:,}")
 
 
 def block_graph(edges, n: int, c0: int, k: int, kernel, bottleneck) -> nx.DiGraph:

@@ -112,7 +112,7 @@ class Evaluator:
         pos = getattr(node, "pos", None)
         if pos is None:
             return SpecError(msg, file=self.path, hint=hint)
-        lines = self.text.splitlines()
+        lines = self.text.split("\n")  # as lark counts lines
         src = lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
         return SpecError(msg, file=self.path, line=pos.line, column=pos.column, source_line=src,
                          hint=hint)
