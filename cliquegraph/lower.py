@@ -1,10 +1,12 @@
 """Lower: IR -> torch.fx.GraphModule, built node by node from the schedule (nothing is traced).
 
 Each W_ij is one nn.Parameter (`block1.w_4_3`), fetched once into the graph and read by every
-stage that uses it. Each update is the paper's unit g on concatenated inputs: one BatchNorm per
-(stage, update) (or one per layer for all loop stages with `bn shared`), ReLU, and one conv with
-the matching W_ij concatenated along their input channels — one conv per update, not per edge.
-Nodes carry the paper's names, so `print(gm.code)` reads like Table 1 (`b1_x3_s2 = ...`).
+stage that uses it. Each update is the paper's unit g (module `block1.g_s2_x3`, a BatchNorm per
+(stage, update), or per layer for all loop stages with `bn shared`): BN-ReLU over the update's
+inputs and one conv with the matching W_ij concatenated along their input channels — one conv
+per update, not per edge; in training g recomputes BN-ReLU in backward rather than keeping a
+second copy (cliquegraph/units.py). Nodes carry the paper's names, so `print(gm.code)` reads
+like Table 1: `b1_x3_s2 = self.block1.g_s2_x3(b1_w_x3_s2, b1_x4_s1, b1_x5_s1, b1_x1_s2, ...)`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 from . import ir
 from .elaborate import elaborate
 from .schedule import schedule
+from .units import BNReLUConv
 
 
 class SqueezeExcite(nn.Module):
@@ -62,8 +65,8 @@ def op_module(op: ir.Op) -> nn.Module:
 
 
 class _Lowering:
-    def __init__(self, net: ir.Network):
-        self.net = net
+    def __init__(self, net: ir.Network, channels_last: bool, memory_efficient: bool):
+        self.net, self.channels_last, self.lean = net, channels_last, memory_efficient
         self.root = nn.Module()
         self.graph = fx.Graph()
 
@@ -117,32 +120,25 @@ class _Lowering:
         for u in sched.updates:
             i, s = u.layer, u.stage
             at = f"x{i}_s{s}"
-            bn_name = f"bn_s{s}_x{i}" if (s == 1 or b.bn == "per_stage") else f"bn_loop_x{i}"
-            inputs = [values[v] for v in u.inputs]
-            h = self.cat(part, inputs, f"{tag}_in_{at}")
-            if not hasattr(mod, bn_name):
-                mod.add_module(bn_name, nn.BatchNorm2d(sum(
-                    g.nodes[l]["channels"] for l, _ in u.inputs)))
-            h = self.node(part, "call_module", f"{part}.{bn_name}", (h,), name=f"{tag}_bn_{at}")
-            h = self.node(part, "call_function", torch.relu, (h,), name=f"{tag}_relu_{at}")
+            g_name = f"g_s{s}_x{i}" if (s == 1 or b.bn == "per_stage") else f"g_loop_x{i}"
+            if not hasattr(mod, g_name):
+                mod.add_module(g_name, BNReLUConv(sum(g.nodes[l]["channels"] for l, _ in
+                                                      u.inputs), w_pad, not self.lean))
             wcat = self.cat(part, [w(f"w_{l}_{i}") for l, _ in u.inputs], f"{tag}_w_{at}")
-            # the node that holds X_i^(s) gets the paper's name: b1_x3_s2
+            # X_i^(s) = g(sum_l W_li * X_l): the node holding it gets the paper's name, b1_x3_s2
             final = f"{tag}_{at}"
             out_name = f"{tag}_mid_{at}" if b.bottleneck else final
             conv_name = (f"{tag}_conv1x1_{at}" if b.bottleneck else f"{tag}_conv_{at}") \
                 if b.dropout else out_name
-            y = self.node(part, "call_function", F.conv2d, (h, wcat), {"padding": w_pad},
-                          name=conv_name)
+            y = self.node(part, "call_module", f"{part}.{g_name}",
+                          (wcat, *[values[v] for v in u.inputs]), name=conv_name)
             if b.dropout:
                 y = self.node(part, "call_module", f"{part}.drop", (y,), name=out_name)
             if b.bottleneck:
-                bnb = bn_name.replace("bn_", "bnb_", 1)
-                if not hasattr(mod, bnb):
-                    mod.add_module(bnb, nn.BatchNorm2d(b.bottleneck))
-                y = self.node(part, "call_module", f"{part}.{bnb}", (y,), name=f"{tag}_bnb_{at}")
-                y = self.node(part, "call_function", torch.relu, (y,), name=f"{tag}_relub_{at}")
-                y = self.node(part, "call_function", F.conv2d, (y, w(f"wb_{i}")),
-                              {"padding": mid_pad},
+                gb = g_name.replace("g_", "gb_", 1)
+                if not hasattr(mod, gb):
+                    mod.add_module(gb, BNReLUConv(b.bottleneck, mid_pad))
+                y = self.node(part, "call_module", f"{part}.{gb}", (w(f"wb_{i}"), y),
                               name=f"{tag}_conv_{at}" if b.dropout else final)
                 if b.dropout:
                     y = self.node(part, "call_module", f"{part}.drop", (y,), name=final)
@@ -156,6 +152,9 @@ class _Lowering:
     def run(self) -> fx.GraphModule:
         net = self.net
         x = self.node("stem", "placeholder", "x", name="x")
+        if self.channels_last:  # oneDNN and cuDNN convolve NHWC without layout reorders
+            x = self.node("stem", "call_method", "contiguous", (x,),
+                          {"memory_format": torch.channels_last}, name="x_nhwc")
         x = self.section("stem", net.stem, x, "stem")
         features = {}
         for b in net.blocks:
@@ -196,9 +195,14 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(p)
 
 
-def lower(net: ir.Network) -> fx.GraphModule:
-    """The GraphModule of an elaborated network (fresh, initialised weights)."""
-    gm = _Lowering(net).run()
+def lower(net: ir.Network, *, channels_last: bool = True,
+          memory_efficient: bool = False) -> fx.GraphModule:
+    """The GraphModule of an elaborated network (fresh, initialised weights).
+
+    channels_last: run the network in NHWC (the input is converted once, at the stem).
+    memory_efficient: each update keeps no copy of its concatenated input for backward; the
+    concatenation and BN-ReLU are recomputed there instead (as memory-efficient DenseNet)."""
+    gm = _Lowering(net, channels_last, memory_efficient).run()
     gm.meta["cliquegraph"] = {"name": net.name, "path": net.path,
                               "input_shape": net.input_shape}
     return gm

@@ -40,16 +40,16 @@ def key_map(net) -> dict:
         for i, j in b.graph.edges():
             m[f"{src}.conv_param.{i * (n + 1) + j}.weight"] = (f"{dst}.w_{i}_{j}", None)
         for j in range(1, n + 1):
-            bn(f"{src}.forward_bn.{j - 1}", f"{dst}.bn_s1_x{j}")
+            bn(f"{src}.forward_bn.{j - 1}", f"{dst}.g_s1_x{j}")
             ours = loop_inputs(b.graph, j, n)           # Table 1 order
             theirs = sorted(ours)                        # the original's ascending order
             perm = torch.cat([torch.arange(theirs.index(l) * k, theirs.index(l) * k + k)
                               for l in ours])
-            bn(f"{src}.loop_bn.{j - 1}", f"{dst}.bn_s2_x{j}", perm)
+            bn(f"{src}.loop_bn.{j - 1}", f"{dst}.g_s2_x{j}", perm)
             if b.bottleneck:
                 m[f"{src}.conv_param_bottle.{j - 1}.weight"] = (f"{dst}.wb_{j}", None)
-                bn(f"{src}.forward_bn_b.{j - 1}", f"{dst}.bnb_s1_x{j}")
-                bn(f"{src}.loop_bn_b.{j - 1}", f"{dst}.bnb_s2_x{j}")
+                bn(f"{src}.forward_bn_b.{j - 1}", f"{dst}.gb_s1_x{j}")
+                bn(f"{src}.loop_bn_b.{j - 1}", f"{dst}.gb_s2_x{j}")
     for t, ops in enumerate(net.transitions):
         dst = f"transition{t + 1}"
         bn(f"list_trans.{t}.bn", f"{dst}.{_modules_of(ops, {'bn'})[0]}")

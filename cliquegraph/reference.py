@@ -79,7 +79,7 @@ def _naive_block(b: ir.Block, p, x0, training):
             offset += c
         y = F.dropout(total, b.dropout, training)
         if b.bottleneck:
-            h = torch.relu(_bn(p, f"{tag}.{bn.replace('bn_', 'bnb_', 1)}", y, slice(None),
+            h = torch.relu(_bn(p, f"{tag}.{bn.replace('g_', 'gb_', 1)}", y, slice(None),
                                training))
             y = F.conv2d(h, p[f"{tag}.wb_{i}"], None, 1, (b.kernel[0] // 2, b.kernel[1] // 2))
             y = F.dropout(y, b.dropout, training)
@@ -88,7 +88,7 @@ def _naive_block(b: ir.Block, p, x0, training):
     # Stage I: X_i = g(sum_{l<i} W_li X_l), X_0 included, sources in ascending order
     for i in range(1, n + 1):
         sources = [l for l in range(0, i) if g.has_edge(l, i)]
-        X[i] = unit(i, 1, sources, f"bn_s1_x{i}")
+        X[i] = unit(i, 1, sources, f"g_s1_x{i}")
     snapshots[1] = {i: X[i] for i in range(1, n + 1)}
     # Stage s >= 2, Eq. (1): newer layers (l < i) already hold stage s, older ones stage s-1;
     # the BN's channels follow Table 1's order: i+1..n, then 1..i-1
@@ -99,7 +99,7 @@ def _naive_block(b: ir.Block, p, x0, training):
             sources = [l for l in list(range(i + 1, n + 1)) + list(range(1, i))
                        if g.has_edge(l, i)]
             if sources:
-                bn = f"bn_s{s}_x{i}" if b.bn == "per_stage" else f"bn_loop_x{i}"
+                bn = f"g_s{s}_x{i}" if b.bn == "per_stage" else f"g_loop_x{i}"
                 X[i] = unit(i, s, sources, bn)
         snapshots[s] = {i: X[i] for i in range(1, n + 1)}
 

@@ -106,17 +106,33 @@ def _randomise_bn(gm):
                 t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
 
 
-@given(cfg=block_configs(), training=st.booleans())
-def test_compiled_module_equals_the_naive_interpreter_of_eq1(tmp_path_factory, cfg, training):
+LOWERINGS = [{}, {"memory_efficient": True}, {"channels_last": False}]
+
+
+@given(cfg=block_configs(), training=st.booleans(), options=st.sampled_from(LOWERINGS))
+def test_compiled_module_equals_the_naive_interpreter_of_eq1(tmp_path_factory, cfg, training,
+                                                            options):
     path = tiny_spec(tmp_path_factory.mktemp("spec"), **cfg)
     net = elaborate(path)
-    gm = lower(net).double()
+    gm = lower(net, **options).double()
     _randomise_bn(gm)
     ref = NaiveNet(net, gm)
     gm.train(training)
     ref.train(training)
     x = torch.randn(4, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(gm(x), ref(x), rtol=1e-5, atol=1e-5)
+    if training:  # the same gradients, and the same running statistics after the step
+        x.requires_grad_(True)
+        # (a last block whose feature is x0 alone leaves its layers unused: no gradient)
+        grads = torch.autograd.grad(gm(x).square().sum(), [x, *gm.parameters()],
+                                    allow_unused=True)
+        x2 = x.detach().requires_grad_(True)
+        ref_grads = torch.autograd.grad(ref(x2).square().sum(), [x2, *gm.parameters()],
+                                        allow_unused=True)
+        for a, b in zip(grads, ref_grads):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_table1_is_the_schedule_of_a_five_layer_clique(tmp_path):
@@ -131,7 +147,9 @@ def test_table1_is_the_schedule_of_a_five_layer_clique(tmp_path):
     assert "X_3^(2) <- {X_4^(1), X_5^(1), X_1^(2), X_2^(2)}" in table(net.blocks[0])
     # the generated code reads the same way
     code = lower(net).code
-    assert "b1_in_x3_s2 = torch.cat([b1_x4_s1, b1_x5_s1, b1_x1_s2, b1_x2_s2], 1)" in code
+    assert ("b1_x3_s2 = self.block1.g_s2_x3(b1_w_x3_s2, b1_x4_s1, b1_x5_s1, b1_x1_s2, b1_x2_s2)"
+            in code)
+    assert "b1_w_x3_s2 = torch.cat([b1_w_4_3, b1_w_5_3, b1_w_1_3, b1_w_2_3], 1)" in code
 
 
 def _conv_weights(gm, block=1):
