@@ -71,8 +71,11 @@ class BNReLUConv(nn.BatchNorm2d):
         return super().extra_repr() + f", padding={self.padding}, keep_cat={self.keep_cat}"
 
     def forward(self, w, *xs):
+        # the hand-written backward is for fp32/fp64 eager training; autocast (bf16/fp16),
+        # torch.compile (which fuses BN-ReLU itself) and evaluation take the plain ops
         if (self.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
-                and self.momentum is not None):
+                and self.momentum is not None and xs[0].dtype in (torch.float32, torch.float64)
+                and not torch.is_autocast_enabled(xs[0].device.type)):
             self.num_batches_tracked.add_(1)
             return _BNReLUConv.apply(self.weight, self.bias, w, self.running_mean,
                                      self.running_var, self.momentum, self.eps, self.padding,

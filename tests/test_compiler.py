@@ -330,6 +330,15 @@ def test_compile_summary_json(tmp_path):
     assert sum(b["params"] for b in out["blocks"]) < out["params"]
 
 
+def test_autocast_training_takes_the_plain_ops(tmp_path):
+    gm = lower(elaborate(tiny_spec(tmp_path, n=2, k=2)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = gm(torch.randn(2, 3, 8, 8))
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16
+    assert all(p.grad is not None for n, p in gm.named_parameters() if ".w_" in n)
+
+
 def test_torch_compile_runs_on_cpu(tmp_path):
     gm = lower(elaborate(tiny_spec(tmp_path, n=2, k=2))).eval()
     x = torch.randn(2, 3, 8, 8)
