@@ -1,0 +1,487 @@
+"""Bench: one network's training step in four forms, each timed and measured in its own process.
+
+    default         the project's lowering (lower.lower)
+    original_style  the eager module in the original implementation's form (reference.OriginalNet)
+    naive           the per-edge reference interpreter (reference.NaiveNet)
+    conv_floor      only the network's convolutions (and its fc), each on its own preallocated
+                    random input: no BN, ReLU or concatenation. What the others are held to.
+
+A step is forward + cross-entropy + backward + SGD (momentum 0.9, Nesterov, weight decay 1e-4)
+on one fixed random batch; the figure is the median of `steps` steps after `warmup`. Every
+variant runs in a fresh `python -m cliquegraph.bench --worker` (the job as JSON on stdin, one
+JSON line back), so on CPU ru_maxrss is that variant's own peak and an out-of-memory kill costs
+one row, not the run. On CUDA the peak is torch.cuda.max_memory_allocated.
+
+The CLI (`cliquegraph bench`, cli_bench.py) prints what `measure` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+VARIANTS = ("default", "original_style", "naive", "conv_floor")
+ORIGINAL, FLOOR = "original_style", "conv_floor"
+
+
+# ---- the original implementation's form, from the IR -----------------------------------------
+
+def _unsupported(why: str) -> ValueError:
+    return ValueError(f"original_style cannot express this spec: {why}")
+
+
+def _kinds(ops) -> list:
+    return [op.kind for op in ops if op.kind != "dropout"]  # the original always has dropout
+
+
+def original_config(net) -> dict:
+    """OriginalNet's constructor arguments for an IR network, or ValueError saying what the
+    original cannot express. Reads the IR only."""
+    blocks = net.blocks
+    if net.input_shape[0] != 3:
+        raise _unsupported(f"input has {net.input_shape[0]} channels (the original takes RGB)")
+    for b in blocks:
+        where, n = f"block {b.index}", b.layers
+        if b.topology != "clique" or b.graph.number_of_edges() != n * n:
+            raise _unsupported(f"{where} has topology {b.topology} (the original has clique "
+                               f"blocks only)")
+        if n < 2:
+            raise _unsupported(f"{where} has {n} layer (the original's Stage II needs two)")
+        if b.stages != 2:
+            raise _unsupported(f"{where} has {b.stages} stages (the original has exactly 2)")
+        if b.steps is not None and b.steps != n:
+            raise _unsupported(f"{where} stops Stage II after {b.steps} of {n} updates (steps)")
+        if tuple(b.feature) != ("x0", "stage2"):
+            raise _unsupported(f"{where} sends {' + '.join(b.feature) or 'nothing'} to the loss "
+                               f"(the original: x0 + stage2)")
+        if tuple(b.transit) != ("stage2",):
+            raise _unsupported(f"{where} sends {' + '.join(b.transit) or 'nothing'} to the next "
+                               f"block (the original: stage2)")
+        if b.bn != "per_stage":
+            raise _unsupported(f"{where} has bn {b.bn} (the original: one BN per stage)")
+        if b.bottleneck is not None and b.bottleneck != b.width:
+            raise _unsupported(f"{where} has bottleneck {b.bottleneck} != width {b.width}")
+        if b.kernel[0] != b.kernel[1]:
+            raise _unsupported(f"{where} has a non-square kernel {b.kernel}")
+        first = blocks[0]
+        if (b.kernel, b.dropout, b.bottleneck is None) != \
+                (first.kernel, first.dropout, first.bottleneck is None):
+            raise _unsupported(f"{where} differs from block 1 in kernel, dropout or bottleneck "
+                               f"(the original has one setting for all blocks)")
+
+    stem = net.stem
+    imagenet_stem = any(op.kind == "maxpool" or op.stride != (1, 1) for op in stem)
+    if imagenet_stem:
+        ok = (_kinds(stem) == ["conv", "bn", "relu", "maxpool"]
+              and (stem[0].kernel, stem[0].stride, stem[0].padding) == ((7, 7), (2, 2), (3, 3))
+              and (stem[3].kernel, stem[3].stride, stem[3].padding) == ((3, 3), (2, 2), (1, 1)))
+    else:
+        ok = _kinds(stem) == ["conv"] and (stem[0].kernel, stem[0].padding) == ((3, 3), (1, 1))
+    if not ok or stem[0].bias:
+        raise _unsupported("the stem is neither conv 7x7/2 + BN-ReLU + max pool 3x3/2 nor a "
+                           "bare conv 3x3")
+
+    attention = any(op.kind == "se" for ops in net.transitions for op in ops)
+    for t, ops in enumerate(net.transitions, 1):
+        want = ["bn", "relu", "conv"] + (["se"] if attention else []) + ["avgpool"]
+        conv = next((op for op in ops if op.kind == "conv"), None)
+        if _kinds(ops) != want or conv.kernel != (1, 1) or conv.in_shape[0] != conv.out_shape[0] \
+                or ops[-1].kernel != (2, 2):
+            raise _unsupported(f"transition {t} is {' '.join(op.kind for op in ops)} (the "
+                               f"original: bn relu conv1x1 C [se] pool avg 2, in every one)")
+        se = [op for op in ops if op.kind == "se"]
+        if se and se[0].hidden != se[0].in_shape[0] // 2:
+            raise _unsupported(f"transition {t} has se reduction != 2")
+
+    if tuple(net.scales) != tuple(b.index for b in blocks):
+        raise _unsupported(f"the head reads scales {list(net.scales)} (the original: all)")
+    compression = any(op.kind == "conv" for ops in net.head_scale for op in ops)
+    for s, ops in zip(net.scales, net.head_scale):
+        want = (["bn", "relu", "conv"] if compression else []) + ["bn", "relu", "gpool"]
+        if _kinds(ops) != want:
+            raise _unsupported(f"the head of block {s} is {' '.join(op.kind for op in ops)} "
+                               f"(the original: [bn relu conv1x1 C//2] bn relu pool global)")
+    if _kinds(net.head) != ["fc"]:
+        raise _unsupported(f"the classifier is {' '.join(_kinds(net.head))} (the original: fc)")
+    drops = {op.p for ops in net.transitions + net.head_scale for op in ops
+             if op.kind == "dropout"}
+    if drops - {blocks[0].dropout}:
+        raise _unsupported(f"dropout {sorted(drops)} outside the blocks differs from the "
+                           f"blocks' {blocks[0].dropout} (the original has one rate)")
+
+    first = blocks[0]
+    return dict(widths=[b.width for b in blocks], layers=[b.layers for b in blocks],
+                imagenet_stem=imagenet_stem, stem_channels=stem[0].out_shape[0],
+                attention=attention, compression=compression,
+                bottleneck=first.bottleneck is not None, classes=net.outputs,
+                kernel=first.kernel[0], dropout=first.dropout)
+
+
+def original_from_ir(net):
+    """reference.OriginalNet for an IR network, with the same parameter count as the network
+    (ValueError when the original cannot express the spec)."""
+    from .elaborate import count_params
+    from .reference import OriginalNet
+    model = OriginalNet(**original_config(net))
+    got, want = sum(p.numel() for p in model.parameters()), count_params(net)
+    if got != want:
+        raise _unsupported(f"the original form has {got:,} parameters, the spec {want:,}")
+    return model
+
+
+# ---- the conv floor ---------------------------------------------------------------------------
+
+def conv_shapes(net) -> list:
+    """Every convolution the network runs, and its fc: (kind, input shape without the batch,
+    out channels, kernel, stride, padding, bias). Block updates as the schedule runs them."""
+    from .schedule import schedule
+    out = []
+
+    def ops(section):
+        for op in section:
+            if op.kind in ("conv", "fc"):
+                out.append((op.kind, tuple(op.in_shape), op.out_shape[0], tuple(op.kernel),
+                            tuple(op.stride), tuple(op.padding), op.bias))
+
+    ops(net.stem)
+    for b in net.blocks:
+        g, hw = b.graph, tuple(b.in_shape[1:])
+        mid = b.bottleneck or b.width
+        pad3 = (b.kernel[0] // 2, b.kernel[1] // 2)
+        for u in schedule(b).updates:
+            c_in = sum(g.nodes[l]["channels"] for l, _ in u.inputs)
+            kernel = tuple(g.edges[u.inputs[0][0], u.layer]["kernel"])
+            pad = (kernel[0] // 2, kernel[1] // 2)
+            out.append(("conv", (c_in,) + hw, mid, kernel, (1, 1), pad, False))
+            if b.bottleneck:
+                out.append(("conv", (b.bottleneck,) + hw, b.width, tuple(b.kernel), (1, 1),
+                            pad3, False))
+        if b.index <= len(net.transitions):
+            ops(net.transitions[b.index - 1])
+    for section in net.head_scale:
+        ops(section)
+    ops(net.head)
+    return out
+
+
+class ConvFloor(nn.Module):
+    """The floor: each conv of `conv_shapes` with its own weight, applied to its own random
+    input (a buffer, no grad); forward returns the sum of the outputs' means."""
+
+    def __init__(self, net, batch: int):
+        super().__init__()
+        self.shapes = conv_shapes(net)
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        for j, (kind, shape, c_out, kernel, _, _, bias) in enumerate(self.shapes):
+            w = torch.empty(c_out, shape[0], *(kernel if kind == "conv" else ()))
+            self.weights.append(nn.Parameter(nn.init.kaiming_normal_(w)))
+            self.biases.append(nn.Parameter(torch.zeros(c_out)) if bias else None)
+            self.register_buffer(f"input{j}", torch.randn(batch, *shape))
+
+    def forward(self, _x):
+        total = 0
+        for j, (kind, _, _, _, stride, padding, _) in enumerate(self.shapes):
+            x, w, b = getattr(self, f"input{j}"), self.weights[j], self.biases[j]
+            y = F.conv2d(x, w, b, stride, padding) if kind == "conv" else F.linear(x, w, b)
+            total = total + y.mean()
+        return total
+
+
+# ---- one variant, in this process (the worker) ----------------------------------------------
+
+def memory_efficient_supported() -> bool:
+    import inspect
+
+    from .lower import lower
+    return "memory_efficient" in inspect.signature(lower).parameters
+
+
+def build_variant(variant: str, net, batch: int, memory_efficient: bool = False):
+    """(module, whether `memory_efficient` reached the lowering) for a variant."""
+    from .lower import lower
+    if variant == "default":
+        if memory_efficient and memory_efficient_supported():
+            return lower(net, memory_efficient=True), True
+        return lower(net), False
+    if variant == ORIGINAL:
+        return original_from_ir(net), False
+    if variant == "naive":
+        from .reference import NaiveNet
+        return NaiveNet(net, lower(net)), False
+    if variant == FLOOR:
+        return ConvFloor(net, batch), False
+    raise ValueError(f"unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
+
+
+def _rss_mb() -> float:
+    """Resident memory now (MiB); ru_maxrss where /proc is missing."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return _maxrss_mb()
+
+
+def _maxrss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, else KiB
+
+
+def run_variant(job: dict) -> dict:
+    """Time and measure one variant in this process. job: spec, overrides, variant, batch,
+    steps, warmup, device, threads, memory_efficient."""
+    from .elaborate import elaborate
+
+    device = torch.device(job.get("device", "cpu"))
+    threads = job.get("threads") or default_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = elaborate(job["spec"], job.get("overrides") or {})
+    batch, variant = job["batch"], job["variant"]
+    model, used_me = build_variant(variant, net, batch, job.get("memory_efficient", False))
+    model = model.to(device).train()
+    floor = variant == FLOOR
+    x = torch.randn(batch, *net.input_shape, device=device)
+    y = torch.randint(0, net.outputs, (batch,), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
+                          weight_decay=1e-4)
+    cuda = device.type == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        loss = out if floor else F.cross_entropy(out, y)
+        loss.backward()
+        opt.step()
+
+    sync()
+    if cuda:
+        baseline = torch.cuda.memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        baseline = _rss_mb()
+    times = []
+    for i in range(job["warmup"] + job["steps"]):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        if i >= job["warmup"]:
+            times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    record = {"step_ms": median * 1e3, "images_per_second": batch / median,
+              "baseline_mb": baseline, "step_ms_all": [t * 1e3 for t in times],
+              "params": sum(p.numel() for p in model.parameters()), "threads": threads}
+    if cuda:
+        record["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        record["reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20
+    else:
+        record["peak_mb"] = _maxrss_mb()
+    if variant == "default":
+        record["memory_efficient"] = used_me
+    return record
+
+
+def _worker() -> int:
+    """`python -m cliquegraph.bench --worker`: a job as JSON on stdin, one JSON line out."""
+    try:
+        result = run_variant(json.loads(sys.stdin.read()))
+    except MemoryError:
+        result = {"error": "out of memory"}
+    except Exception as exc:  # the parent reports it as this variant's failure
+        text = str(exc).strip().splitlines()
+        msg = text[0] if text else ""
+        if "out of memory" in msg.lower():
+            msg = f"out of memory ({msg[:200]})"
+        result = {"error": f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__}
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+# ---- the parent: one process per variant -------------------------------------------------------
+
+def failure_reason(returncode: int, stderr: str) -> str:
+    """Why a worker gave no result, from its exit status and stderr."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (out of memory?)" if -returncode == signal.SIGKILL else ""
+        return f"worker killed by {name}{hint}"
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    last = lines[-1].strip() if lines else "no output"
+    return f"worker exited with status {returncode}: {last[:300]}"
+
+
+def run_isolated(job: dict, timeout: float | None = None) -> dict:
+    """run_variant(job) in a fresh Python process: its record, or {"error": reason}."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "cliquegraph.bench", "--worker"],
+                              input=json.dumps(job), capture_output=True, text=True, env=env,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"worker timed out after {timeout:g} s"}
+    for line in reversed(proc.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                break
+    return {"error": failure_reason(proc.returncode, proc.stderr)}
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: str, threads: int) -> dict:
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    if device == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def measure(spec, overrides=None, *, variants=VARIANTS, batch=16, steps=5, warmup=2,
+            device="cpu", threads=None, memory_efficient=False, timeout=None,
+            on_result=None) -> dict:
+    """Bench `variants` of a spec, each in its own process. SpecError for a bad spec; a variant
+    that cannot run or whose worker dies gets {"failed": True, "error": reason}.
+    on_result(name, record) is called as each variant finishes (for progress)."""
+    from .elaborate import elaborate
+    overrides = dict(overrides or {})
+    net = elaborate(spec, overrides)          # SpecError here, before any worker starts
+    threads = threads or default_threads()
+    job = {"spec": os.path.abspath(spec), "overrides": overrides, "batch": batch,
+           "steps": steps, "warmup": warmup, "device": device, "threads": threads,
+           "memory_efficient": memory_efficient}
+    host = machine(device, threads)           # the load average before we add to it
+    results = {}
+    for name in variants:
+        record = None
+        if name == ORIGINAL:
+            try:
+                with torch.device("meta"):  # shapes only: the check is free
+                    original_from_ir(net)
+            except ValueError as exc:
+                record = {"error": str(exc)}
+        if record is None:
+            record = run_isolated(dict(job, variant=name), timeout)
+        if "error" in record:
+            record["failed"] = True
+        results[name] = record
+        if on_result:
+            on_result(name, record)
+    add_ratios(results)
+    me_used = results.get("default", {}).get("memory_efficient")
+    return {"spec": spec, "network": net.name, "overrides": overrides, "batch": batch,
+            "steps": steps, "warmup": warmup, "device": device, "threads": threads,
+            "memory_efficient": {"requested": memory_efficient, "used": bool(me_used),
+                                 "supported": memory_efficient_supported()},
+            "input_shape": list(net.input_shape), "variants": results,
+            "machine": host}
+
+
+def add_ratios(results: dict) -> None:
+    """speed_vs_original = original step / step; memory_vs_original = peak / original peak;
+    vs_conv_floor = step / conv_floor step (None where a side is missing)."""
+    orig = results.get(ORIGINAL, {})
+    floor = results.get(FLOOR, {})
+
+    def ratio(a, b):
+        return a / b if a and b else None
+
+    for record in results.values():
+        if record.get("failed"):
+            continue
+        record["speed_vs_original"] = ratio(orig.get("step_ms"), record["step_ms"])
+        record["memory_vs_original"] = ratio(record["peak_mb"], orig.get("peak_mb"))
+        record["vs_conv_floor"] = ratio(record["step_ms"], floor.get("step_ms"))
+
+
+# ---- the table -------------------------------------------------------------------------------
+
+COLUMNS = ("variant", "step_ms", "images/s", "baseline_mb", "peak_mb", "speed_vs_original",
+           "memory_vs_original", "step_vs_conv_floor")
+
+
+def header(result: dict) -> str:
+    m = result["machine"]
+    sets = " ".join(f"{k}={v}" for k, v in result["overrides"].items()) or "none"
+    me = result["memory_efficient"]
+    me_text = ("used" if me["used"] else "requested, not supported by lower()") \
+        if me["requested"] else "off"
+    lines = [f"spec {result['spec']} ({result['network']}, input "
+             f"{'x'.join(map(str, result['input_shape']))})  overrides: {sets}",
+             f"batch {result['batch']}  steps {result['steps']} (median, after "
+             f"{result['warmup']} warm-up)  device {result['device']}  threads "
+             f"{result['threads']}  torch {m['torch']}  memory-efficient: {me_text}",
+             f"CPU {m['cpu']} ({m['cores']} cores" + (
+                 f", load average {m['load_average']:.1f} at the start)"
+                 if m.get("load_average") is not None else ")")
+             + (f"  GPU {m['gpu']}" if "gpu" in m else "")]
+    return "\n".join(lines)
+
+
+def table(result: dict) -> str:
+    """The result as a fixed-width table, ratios against original_style and conv_floor."""
+    def x(v):
+        return f"{v:.2f}x" if v is not None else "-"
+
+    rows = [COLUMNS]
+    failed = []
+    for name, r in result["variants"].items():
+        if r.get("failed"):
+            failed.append(f"{name}: failed: {r['error']}")
+            rows.append((name, "failed", "-", "-", "-", "-", "-", "-"))
+            continue
+        rows.append((name, f"{r['step_ms']:.1f}", f"{r['images_per_second']:.1f}",
+                     f"{r['baseline_mb']:.0f}", f"{r['peak_mb']:.0f}",
+                     x(r["speed_vs_original"]), x(r["memory_vs_original"]),
+                     x(r["vs_conv_floor"])))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(COLUMNS))]
+    body = ["  ".join(cell.ljust(w) if c == 0 else cell.rjust(w)
+                      for c, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    return "\n".join([header(result), ""] + body + ([""] + failed if failed else []))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--worker"]:
+        sys.exit(_worker())
+    sys.exit("usage: python -m cliquegraph.bench --worker  (a job as JSON on stdin); "
+             "for benchmarks run `cliquegraph bench SPEC`")

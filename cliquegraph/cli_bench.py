@@ -1,0 +1,99 @@
+"""`cliquegraph bench SPEC [--set ...] [--batch B] [--steps N] [--warmup W] [--device cpu|cuda]
+[--variants default,original_style,naive,conv_floor] [--memory-efficient] [--threads N] [--json]`
+(registered by cli.py; torch is imported only when the command runs).
+
+    cliquegraph bench specs/cliquenet-cifar.clq --batch 64 --steps 5 --warmup 2
+    cliquegraph bench specs/s3.clq --batch 16 --steps 2 --warmup 1 --json
+
+Exit codes: 0 measured, 1 a spec error or every variant failed, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+VARIANTS = ("default", "original_style", "naive", "conv_floor")  # bench.VARIANTS, torch-free
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def register(sub, add_set):
+    p = sub.add_parser(
+        "bench", help="time the training step and measure peak memory of the compiled network "
+                      "against the original form, the naive interpreter and the conv floor",
+        description="Train-step time (forward + backward + SGD, median after warm-up) and peak "
+                    "memory of each variant, each in its own process: default (our lowering), "
+                    "original_style (the original implementation's form), naive (one conv per "
+                    "edge) and conv_floor (only the convolutions, on preallocated inputs).")
+    p.add_argument("spec", metavar="SPEC")
+    add_set(p)
+    p.add_argument("--batch", type=_positive, default=16, metavar="B", help="default 16")
+    p.add_argument("--steps", type=_positive, default=5, metavar="N",
+                   help="timed steps; the median is reported (default 5)")
+    p.add_argument("--warmup", type=_count, default=2, metavar="W",
+                   help="untimed steps first (default 2)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=_positive, metavar="N",
+                   help="torch threads (default: the cores this process may use)")
+    p.add_argument("--variants", default=",".join(VARIANTS), metavar="LIST",
+                   help=f"comma-separated, from {','.join(VARIANTS)} (default: all)")
+    p.add_argument("--memory-efficient", action="store_true",
+                   help="default variant: recompute BN-ReLU in backward, if the lowering has it")
+    p.add_argument("--timeout", type=float, metavar="S", help="give up on a variant after S s")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from .cli import UsageError, parse_sets
+    overrides = parse_sets(args.set)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise UsageError(f"--variants: unknown {', '.join(unknown) or '(empty)'}; "
+                         f"choose from {','.join(VARIANTS)}")
+    import torch
+
+    from . import bench
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here")
+
+    def progress(name, record):
+        if record.get("failed"):
+            print(f"bench: {name}: failed: {record['error']}", file=sys.stderr)
+        else:
+            print(f"bench: {name}: {record['step_ms']:.1f} ms/step, peak "
+                  f"{record['peak_mb']:.0f} MB", file=sys.stderr)
+
+    result = bench.measure(args.spec, overrides, variants=list(dict.fromkeys(variants)),
+                           batch=args.batch, steps=args.steps, warmup=args.warmup,
+                           device=args.device, threads=args.threads,
+                           memory_efficient=args.memory_efficient, timeout=args.timeout,
+                           on_result=progress)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(bench.table(result))
+    ok = any(not r.get("failed") for r in result["variants"].values())
+    return 0 if ok else 1

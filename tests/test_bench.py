@@ -1,0 +1,137 @@
+"""`cliquegraph bench`: every variant timed and measured in its own process, ratios against the
+original form and the conv floor; the original form built from the IR has the spec's parameters."""
+
+import contextlib
+import io
+import json
+import signal
+
+import pytest
+
+from cliquegraph import bench, count_params, elaborate
+from cliquegraph.cli import main
+
+from conftest import SPECS
+
+CIFAR = str(SPECS / "cliquenet-cifar.clq")
+TINY = ["--set", "k=4", "--set", "T=6"]  # two layers per block: Stage II has something to read
+
+
+def _run(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    """One bench of a tiny CliqueNet, all four variants (each a fresh process: ~5 s apiece)."""
+    code, out, err = _run(["bench", CIFAR, *TINY, "--batch", "4", "--steps", "2", "--warmup",
+                           "1", "--threads", "1", "--json"])
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_every_variant_is_timed_and_measured(tiny_result):
+    assert list(tiny_result["variants"]) == list(bench.VARIANTS)
+    for name, r in tiny_result["variants"].items():
+        assert not r.get("failed"), (name, r)
+        assert r["step_ms"] > 0 and r["peak_mb"] > 0 and r["baseline_mb"] > 0
+        assert r["peak_mb"] >= r["baseline_mb"] * 0.9   # ru_maxrss never falls below the start
+        assert r["images_per_second"] == pytest.approx(4 / (r["step_ms"] / 1e3))
+        assert len(r["step_ms_all"]) == 2
+    assert tiny_result["batch"] == 4 and tiny_result["device"] == "cpu"
+    assert tiny_result["machine"]["torch"] and tiny_result["machine"]["cpu"]
+    assert tiny_result["overrides"] == {"k": "4", "T": "6"}
+
+
+def test_original_and_naive_train_the_same_parameters(tiny_result):
+    v = tiny_result["variants"]
+    net = elaborate(CIFAR, {"k": "4", "T": "6"})
+    assert v["default"]["params"] == v["original_style"]["params"] == v["naive"]["params"] \
+        == count_params(net)
+
+
+def test_ratios_are_against_original_and_floor(tiny_result):
+    v = tiny_result["variants"]
+    d, o, f = v["default"], v["original_style"], v["conv_floor"]
+    assert d["speed_vs_original"] == pytest.approx(o["step_ms"] / d["step_ms"])
+    assert d["memory_vs_original"] == pytest.approx(d["peak_mb"] / o["peak_mb"])
+    assert d["vs_conv_floor"] == pytest.approx(d["step_ms"] / f["step_ms"])
+    assert o["speed_vs_original"] == pytest.approx(1.0)
+
+
+def test_table_has_the_ratio_columns(tiny_result):
+    text = bench.table(tiny_result)
+    for column in ("step_ms", "images/s", "peak_mb", "speed_vs_original", "memory_vs_original",
+                   "step_vs_conv_floor"):
+        assert column in text
+    for name in bench.VARIANTS:
+        assert f"\n{name} " in text
+    assert "batch 4" in text and "threads 1" in text and "torch " in text and "CPU " in text
+
+
+@pytest.mark.parametrize("spec, params", [
+    ("cliquenet-cifar.clq", {}),
+    ("cliquenet-cifar.clq", {"attention": "true", "compression": "true"}),
+    ("cliquenet-cifar.clq", {"k": "20", "T": "12", "bottleneck": "true", "attention": "true",
+                             "compression": "true"}),
+    ("s3.clq", {}),
+    ("s3.clq", {"attention": "false"}),
+])
+def test_the_original_form_from_the_ir_has_the_specs_parameters(spec, params):
+    import torch
+    net = elaborate(SPECS / spec, params)
+    with torch.device("meta"):
+        model = bench.original_from_ir(net)
+    assert sum(p.numel() for p in model.parameters()) == count_params(net)
+
+
+@pytest.mark.parametrize("spec, params, why", [
+    ("densenet-cifar.clq", {}, "topology dense"),
+    ("cliquenet-stage3.clq", {}, "3 stages"),
+    ("cliquenet-cifar.clq", {"steps": "2"}, "steps"),
+    ("cliquenet-cifar.clq", {"feature": "stage1", "transit": "stage1"}, "sends stage1"),
+])
+def test_what_the_original_cannot_express_is_named(spec, params, why):
+    with pytest.raises(ValueError, match="original_style cannot express this spec") as err:
+        bench.original_config(elaborate(SPECS / spec, params))
+    assert why in str(err.value)
+
+
+def test_an_unsupported_spec_fails_original_style_with_the_reason():
+    code, out, err = _run(["bench", str(SPECS / "densenet-cifar.clq"), "--variants",
+                           "original_style", "--batch", "2", "--steps", "1"])
+    assert code == 1  # the only variant failed
+    assert "original_style: failed: original_style cannot express this spec: block 1 has " \
+           "topology dense" in out
+    assert "Traceback" not in out + err
+
+
+def test_a_bad_spec_is_a_spec_error(tmp_path):
+    bad = tmp_path / "bad.clq"
+    bad.write_text("network broken {\n  input 3x32x32\n  blocks 1 { layers 0 }\n")
+    code, out, err = _run(["bench", str(bad), "--steps", "1"])
+    assert code == 1 and "bad.clq" in err and "Traceback" not in err
+
+
+def test_unknown_variant_is_a_usage_error():
+    code, _, err = _run(["bench", CIFAR, "--variants", "default,fastest"])
+    assert code == 2 and "fastest" in err
+
+
+def test_a_killed_worker_is_reported_not_raised():
+    assert "SIGKILL (out of memory?)" in bench.failure_reason(-signal.SIGKILL, "")
+    assert "boom" in bench.failure_reason(1, "Traceback ...\nRuntimeError: boom\n")
+    result = bench.run_isolated({"spec": "/nonexistent.clq", "variant": "default", "batch": 1,
+                                 "steps": 1, "warmup": 0, "threads": 1})
+    assert "error" in result and "nonexistent" in result["error"]
+
+
+def test_conv_floor_runs_every_update_of_the_schedule():
+    from cliquegraph.schedule import schedule
+    net = elaborate(CIFAR, {"k": "4", "T": "6"})
+    updates = sum(len(schedule(b).updates) for b in net.blocks)
+    # stem conv, one conv per update, one conv per transition, the fc
+    assert len(bench.conv_shapes(net)) == 1 + updates + len(net.transitions) + 1
