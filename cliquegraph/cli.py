@@ -145,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Commands that live in their own modules (they import torch only when run)."""
-    from . import cli_bench, cli_compile, cli_render
-    return [cli_compile.register, cli_render.register, cli_bench.register]
+    from . import cli_bench, cli_compile, cli_render, cli_train
+    return [cli_compile.register, cli_render.register, cli_train.register, cli_bench.register]
 
 
 def main(argv=None) -> int:

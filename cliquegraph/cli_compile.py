@@ -1,5 +1,6 @@
-"""`cliquegraph compile SPEC [--set ...] [--summary table|json] [--code] [--save FILE]`
-(registered by cli.py; torch is imported only when the command runs)."""
+"""`cliquegraph compile SPEC [--set ...] [--summary table|json] [--code] [--save FILE]`, and
+`compile SPEC --train DATASET ...`, which runs the bundled trainer (cli_train.py). Registered
+by cli.py; torch is imported only when the command runs."""
 
 from __future__ import annotations
 
@@ -18,12 +19,17 @@ def register(sub, add_set):
     p.add_argument("--code", action="store_true", help="print the generated forward (gm.code)")
     p.add_argument("--save", metavar="FILE", help="save state_dict + spec text + params "
                    "(torch.load(FILE, weights_only=True) reads it)")
+    from .cli_train import add_train_arguments
+    add_train_arguments(p)  # --train DATASET: the bundled runner (cliquegraph train SPEC ...)
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
     from .cli import parse_sets
+    if args.train or args.resume:
+        from .cli_train import run_training
+        return run_training(args)
     overrides = parse_sets(args.set)
     import torch  # noqa: F401  (after argument checks: a usage error answers fast)
 

@@ -1,0 +1,446 @@
+"""The runner: train a compiled spec on a dataset with the paper's recipe, resumably.
+
+    cfg = TrainConfig(spec="specs/cliquenet-cifar.clq", params={"k": "12", "T": "6"},
+                      dataset="digits", out="runs/digits")
+    run = train(cfg)            # run.model: the trained GraphModule, run.metrics: one dict/epoch
+
+Everything a run leaves is in `out`: recipe.json, metrics.jsonl (one object per epoch), last.pt
+and best.pt (checkpoints written atomically at the end of every epoch) and curves.png (loss and
+error per epoch, as the paper's Figure 3).
+
+Resuming is exact: a resumed run computes the same numbers as one that was never stopped. That
+rests on three things: the order of epoch e comes from (seed, e) alone, and the DataLoader
+workers' crops and flips from (seed, e, rank), never from how many epochs this process has run;
+the checkpoint holds every process's RNG state (dropout) and the optimizer, scheduler and grad
+scaler states; and a checkpoint is only ever complete (temp file + rename), so a kill at any
+moment loses at most the epoch in progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import checkpoint
+from ..elaborate import elaborate
+from ..lower import lower
+from . import distributed
+from .data import check_classes, load
+from .recipes import Recipe, describe, recipe_for
+
+
+class TrainError(Exception):
+    """A run that cannot start or go on (a clash with --out, a failed write): a message for
+    users, printed by the CLI."""
+
+
+@dataclass
+class TrainConfig:
+    spec: str                          # .clq file
+    dataset: str | None                # one of data.DATASETS; None: the checkpoint's (--resume)
+    params: dict = field(default_factory=dict)     # --set overrides, .clq text
+    data_dir: str | None = None        # None: ./data (digits needs none)
+    out: str | None = None             # None: runs/<network>-<dataset>
+    recipe: dict = field(default_factory=dict)     # overrides of the dataset's preset
+    resume: bool = False
+    amp: str = "off"                   # bf16 | fp16 | off (CUDA only)
+    compile: bool = False              # torch.compile the module
+    channels_last: bool = True         # NHWC activations (the compiler's default)
+    memory_efficient: bool = False  # recompute cat + BN-ReLU in backward
+    workers: int = 4                   # DataLoader workers (ImageNet; in-memory sets need none)
+    seed: int = 0
+    device: str = "cpu"
+    stop_after: int | None = None      # stop after this epoch; --resume goes on from there
+    progress: bool | None = None       # a bar per epoch; None: when stderr is a terminal
+
+
+@dataclass
+class Run:
+    model: torch.nn.Module             # the trained GraphModule (not the DDP/compiled wrapper)
+    metrics: list                      # one dict per epoch, as metrics.jsonl
+    out: Path
+
+
+def default_out(network: str, dataset: str) -> Path:
+    return Path("runs") / f"{network}-{dataset}"
+
+
+def train(cfg: TrainConfig) -> Run:
+    world, device = distributed.setup(cfg.device)
+    try:
+        return _train(cfg, world, device)
+    finally:
+        distributed.teardown()
+
+
+def _train(cfg: TrainConfig, world, device) -> Run:
+    log = _Log(world.main)
+    net = elaborate(cfg.spec, cfg.params)
+    if cfg.out is None and cfg.dataset is None:
+        raise TrainError("which run? give --out DIR (or --train DATASET for the default folder)")
+    out = Path(cfg.out) if cfg.out else default_out(net.name, cfg.dataset)
+    last = out / "last.pt"
+    state = None
+    if cfg.resume and last.is_file():
+        state = checkpoint.read(last)
+    elif cfg.resume:
+        log(f"no checkpoint at {last}: starting from scratch")
+    elif last.is_file():
+        raise TrainError(f"{out} already holds a run ({last}): add --resume to continue it, "
+                         "or choose another --out")
+
+    dataset = cfg.dataset or (state or {}).get("dataset")
+    if dataset is None:
+        raise TrainError("which dataset? give --train DATASET")
+    if state and dataset != state["dataset"]:
+        raise TrainError(f"{last} was trained on {state['dataset']}, not {dataset}")
+    data_dir = None if dataset == "digits" else (
+        cfg.data_dir or (state or {}).get("data_dir") or "data")
+    recipe = _recipe(cfg, dataset, state, last)
+    params = recipe.spec_params(net, cfg.params)
+    if params != cfg.params:
+        net = elaborate(cfg.spec, params)
+    if recipe.batch_size % world.size:
+        raise TrainError(f"batch {recipe.batch_size} does not split over {world.size} "
+                         f"processes; give a --batch-size divisible by {world.size}")
+    batch = recipe.batch_size // world.size
+    amp = cfg.amp
+    if amp != "off" and device.type != "cuda":
+        log.note(f"--amp {amp} needs CUDA; training in fp32 on {device.type}")
+        amp = "off"
+
+    train_set = load(dataset, data_dir, input_shape=net.input_shape, train=True)
+    test_set = load(dataset, data_dir, input_shape=net.input_shape, train=False)
+    check_classes(train_set, net.outputs)
+
+    torch.manual_seed(cfg.seed)  # the initial weights: the same on every process
+    gm = lower(net, channels_last=cfg.channels_last, memory_efficient=cfg.memory_efficient)
+    gm.meta["cliquegraph"]["params"] = dict(params)
+    if state:
+        checkpoint.load_state(gm, state["state_dict"], last)
+    gm.to(device)
+    optimizer = torch.optim.SGD(gm.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+    # Stepped once per epoch: milestones count epochs.
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones),
+                                                     gamma=recipe.gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    torch.manual_seed(_mix(cfg.seed, 0, world.rank))  # dropout: a stream of its own per process
+    metrics = []
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _restore_rng(state["rng"], world, device, cfg.seed, log)
+        metrics = list(state["metrics"])
+    start = state["epoch"] if state else 0
+
+    model = gm
+    if world.size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            gm, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    batches = _Batches(train_set, batch, world, device, cfg.seed, cfg.workers)
+    test_batches = _Batches(test_set, batch, world, device, cfg.seed, cfg.workers,
+                            shuffle=False)
+    autocast = dict(device_type=device.type, enabled=amp != "off",
+                    dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+    progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+    base = checkpoint.payload(gm, cfg.spec, params) if world.main else {}
+    base.update(dataset=dataset, data_dir=data_dir and os.path.abspath(data_dir),
+                recipe=recipe.to_json(), seed=cfg.seed)
+
+    log(f"{net.name} ({sum(p.numel() for p in gm.parameters()):,} params) on {dataset}: "
+        f"{len(train_set):,} train / {len(test_set):,} test images, {device}"
+        + (f" x {world.size} processes" if world.size > 1 else "")
+        + (f", amp {amp}" if amp != "off" else "") + (", compiled" if cfg.compile else "")
+        + ("" if cfg.channels_last else ", NCHW"))
+    log(f"recipe: {describe(recipe)}")
+    if world.main:
+        try:
+            _write_files(out, recipe, metrics)
+        except OSError as err:
+            raise TrainError(f"cannot write to {out}: {err.strerror or err}") from None
+    if start:
+        log(f"resuming after epoch {start} from {last}" if start < recipe.epochs else
+            f"{last} has finished all {recipe.epochs} epochs: nothing to do (more with --epochs)")
+
+    for epoch in range(start + 1, recipe.epochs + 1):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        bar = _bar(epoch, recipe.epochs, batches.count(epoch)) if progress and world.main else None
+        for step, (x, y) in enumerate(batches.epoch(epoch)):
+            with torch.autocast(**autocast):
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.detach() * len(y)
+            seen += len(y)
+            if bar is not None:
+                bar.update(len(y))
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+        if bar is not None:
+            bar.close()
+        train_loss, seen = distributed.all_sum([loss_sum.item(), seen], device)
+        train_seconds = time.perf_counter() - t0
+        if not math.isfinite(train_loss):
+            raise TrainError(f"training diverged in epoch {epoch} (the loss is {train_loss}); "
+                             f"try a lower --lr than {lr:g}")
+        scheduler.step()
+        # Evaluation runs the bare module: the processes' shards of the test set may differ by
+        # a batch, and DDP's forward is a collective. Rank 0's BN statistics are broadcast
+        # first, so every process evaluates (and rank 0 saves) the same network.
+        distributed.sync_buffers(gm)
+        test = evaluate(gm, test_batches, autocast)
+        row = {"epoch": epoch, "train_loss": train_loss / seen, "test_loss": test["loss"],
+               "test_acc": test["accuracy"], "lr": lr,
+               "seconds": time.perf_counter() - t0,
+               "images_per_second": seen / train_seconds}
+        metrics.append(row)
+        log(f"epoch {epoch}/{recipe.epochs}  train loss {row['train_loss']:.4f}  test loss "
+            f"{row['test_loss']:.4f}  test acc {100 * row['test_acc']:.2f}%  lr {lr:g}  "
+            f"{row['seconds']:.1f}s  {row['images_per_second']:.0f} img/s")
+
+        ckpt = {**base, "state_dict": gm.state_dict(), "epoch": epoch, "metrics": metrics,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": {k: v for k, v in scheduler.state_dict().items()
+                              if k != "milestones"},  # from the recipe; a Counter besides
+                "scaler": scaler.state_dict(),
+                "rng": distributed.gather(_rng_state(device))}
+        error = None
+        if world.main:
+            best = max(m["test_acc"] for m in metrics) == row["test_acc"]
+            try:  # best.pt first: a kill between the two redoes this epoch, rewriting both
+                if best:
+                    checkpoint.save_atomic(ckpt, out / "best.pt")
+                checkpoint.save_atomic(ckpt, last)
+                _write_files(out, recipe, metrics)
+            except (OSError, RuntimeError) as err:  # torch.save reports a full disk as Runtime
+                error = err
+        if not distributed.all_ok(error is None, device):
+            kept = (f"the checkpoint of epoch {epoch - 1} in {last} is intact" if epoch > 1
+                    else "no checkpoint was written")
+            reason = (f": {error.strerror or error}" if isinstance(error, OSError)
+                      else f": {error}" if error else " (on rank 0)")
+            raise TrainError(f"cannot write the checkpoint of epoch {epoch} to {out}{reason}; "
+                             f"{kept}. Free some space or fix the folder, then run the same "
+                             "command with --resume.")
+        if cfg.stop_after is not None and epoch >= cfg.stop_after and epoch < recipe.epochs:
+            log(f"stopping after epoch {epoch} (--stop-after); --resume continues")
+            break
+    return Run(gm, metrics, out)
+
+
+@torch.no_grad()
+def evaluate(model, batches, autocast) -> dict:
+    """Loss, top-1 and top-5 accuracy (fractions) over a whole split, summed over processes."""
+    model.eval()
+    loss = correct = correct5 = 0.0
+    n = 0
+    device = None
+    for x, y in batches.epoch(0):
+        device = x.device
+        with torch.autocast(**autocast):
+            logits = model(x)
+        loss += F.cross_entropy(logits.float(), y, reduction="sum")
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hit = top == y[:, None]
+        correct += hit[:, 0].sum()
+        correct5 += hit.any(dim=1).sum()
+        n += len(y)
+    loss, correct, correct5, n = distributed.all_sum(
+        [float(loss), float(correct), float(correct5), n], device or "cpu")
+    n = max(n, 1)
+    return {"loss": loss / n, "accuracy": correct / n, "top5": correct5 / n, "images": int(n)}
+
+
+def evaluate_checkpoint(path, *, dataset=None, data_dir=None, batch_size=128, device="cpu",
+                        workers=4) -> dict:
+    """A checkpoint's module on the test split of its dataset (or `dataset`): the metrics of
+    `evaluate`, with what was evaluated."""
+    obj = checkpoint.read(path)
+    gm, net = checkpoint.rebuild(obj, os.fspath(path))
+    dataset = dataset or obj.get("dataset")
+    if dataset is None:
+        raise TrainError(f"{path} does not say which dataset it was trained on (written by "
+                         "`compile --save`?): give --dataset")
+    data_dir = data_dir or obj.get("data_dir") or "data"
+    test_set = load(dataset, data_dir, input_shape=net.input_shape, train=False)
+    check_classes(test_set, net.outputs)
+    device = torch.device(device)
+    gm.to(device)
+    batches = _Batches(test_set, batch_size, distributed.World(), device, 0, workers,
+                       shuffle=False)
+    t0 = time.perf_counter()
+    result = evaluate(gm, batches, dict(device_type=device.type, enabled=False))
+    if net.outputs <= 5:
+        del result["top5"]
+    return {"checkpoint": os.fspath(path), "network": net.name, "dataset": dataset,
+            "epoch": obj.get("epoch"), **result, "seconds": time.perf_counter() - t0}
+
+
+class _Batches:
+    """An epoch's batches for this process. In-memory sets are indexed as whole tensors (on the
+    GPU when training there); ImageNet goes through a DataLoader with workers. Either way the
+    order is a DistributedSampler's: a permutation seeded by (seed, epoch), shard `rank`."""
+
+    def __init__(self, ds, batch, world, device, seed, workers, shuffle=True):
+        from torch.utils.data import DataLoader, DistributedSampler
+        self.batch, self.device = batch, device
+        self.shuffle = shuffle
+        if shuffle:
+            self.sampler = DistributedSampler(ds, num_replicas=world.size, rank=world.rank,
+                                              shuffle=True, seed=seed)
+        else:  # evaluation: each image once, no padding
+            self.sampler = range(world.rank, len(ds), world.size)
+        n = len(self.sampler)
+        # BatchNorm cannot train on a last batch of one image: drop it, as rarely as that is.
+        self.drop_last = shuffle and n % batch == 1
+        self.tensors = getattr(ds, "tensors", None)
+        if self.tensors is not None:
+            x, y = self.tensors
+            if device.type == "cuda":
+                x, y = x.to(device), y.to(device)
+            self.tensors = x, y
+            scale = 255.0 if x.dtype == torch.uint8 else 1.0
+            self.mean = (torch.tensor(ds.mean, device=device) * scale).view(1, -1, 1, 1)
+            self.std = (torch.tensor(ds.std, device=device) * scale).view(1, -1, 1, 1)
+        else:
+            self.generator = torch.Generator()
+            self.worker_seed = lambda epoch: _mix(seed, epoch, world.rank)
+            self.loader = DataLoader(ds, batch_size=batch, sampler=self.sampler,
+                                     num_workers=workers, generator=self.generator,
+                                     pin_memory=device.type == "cuda", drop_last=self.drop_last,
+                                     persistent_workers=False)
+
+    def count(self, epoch) -> int:
+        """Images this process sees in an epoch."""
+        n = len(self.sampler)
+        return n - 1 if self.drop_last else n
+
+    def epoch(self, epoch):
+        if self.shuffle:
+            self.sampler.set_epoch(epoch)
+        if self.tensors is None:
+            self.generator.manual_seed(self.worker_seed(epoch))  # crops and flips in workers
+            for x, y in self.loader:
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            return
+        x_all, y_all = self.tensors
+        order = torch.as_tensor(list(self.sampler), device=x_all.device)
+        stop = len(order) - 1 if self.drop_last else len(order)
+        for i in range(0, stop, self.batch):
+            idx = order[i:min(i + self.batch, stop)]
+            x = (x_all[idx].float() - self.mean) / self.std
+            yield x.to(self.device, non_blocking=True), y_all[idx].to(self.device,
+                                                                       non_blocking=True)
+
+
+def _recipe(cfg, dataset, state, last) -> Recipe:
+    if not state:
+        return recipe_for(dataset, **cfg.recipe)
+    saved = Recipe.from_json(state["recipe"])
+    changed = [k for k, v in cfg.recipe.items()
+               if v is not None and k != "epochs" and v != getattr(saved, k)]
+    if changed:
+        raise TrainError(f"{last} continues with its own recipe (see recipe.json); only "
+                         f"--epochs can change on --resume, not {', '.join(changed)}")
+    if cfg.recipe.get("epochs"):
+        return dataclasses.replace(saved, epochs=cfg.recipe["epochs"])
+    return saved
+
+
+def _mix(seed: int, epoch: int, rank: int) -> int:
+    """A seed for (run seed, epoch, rank): distinct streams, independent of process history."""
+    return ((seed * 1_000_003 + epoch) * 1_009 + rank) % (2 ** 63)
+
+
+def _rng_state(device) -> dict:
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _restore_rng(states, world, device, seed, log):
+    if len(states) != world.size:
+        log.note(f"the checkpoint comes from {len(states)} processes, this run has "
+                 f"{world.size}: dropout draws new random numbers from here on")
+        return
+    mine = states[world.rank]
+    torch.set_rng_state(mine["cpu"])
+    if device.type == "cuda" and mine["cuda"] is not None:
+        torch.cuda.set_rng_state(mine["cuda"], device)
+
+
+def _write_files(out: Path, recipe: Recipe, metrics: list) -> None:
+    """recipe.json, metrics.jsonl and curves.png, each replaced whole."""
+    out.mkdir(parents=True, exist_ok=True)
+    _replace(out / "recipe.json", json.dumps(recipe.to_json(), indent=2) + "\n")
+    _replace(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+    if metrics:
+        _plot(metrics, out / "curves.png")
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _plot(metrics, path: Path) -> None:
+    """Loss and test error per epoch, two panels side by side (the paper's Figure 3)."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+
+    epochs = [m["epoch"] for m in metrics]
+    fig = Figure(figsize=(10, 4), layout="tight")
+    loss, error = fig.subplots(1, 2)
+    loss.plot(epochs, [m["train_loss"] for m in metrics], label="train")
+    loss.plot(epochs, [m["test_loss"] for m in metrics], label="test")
+    loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    loss.legend()
+    error.plot(epochs, [100 * (1 - m["test_acc"]) for m in metrics], color="C1")
+    error.set(xlabel="epoch", ylabel="test error (%)", title="test error")
+    for ax in (loss, error):
+        ax.grid(alpha=0.3)
+    tmp = path.with_name(f".tmp-{path.name}")
+    fig.savefig(tmp, format="png", dpi=100)
+    os.replace(tmp, path)
+
+
+def _bar(epoch, epochs, images):
+    from tqdm import tqdm
+    return tqdm(total=images, desc=f"epoch {epoch}/{epochs}", unit="img", unit_scale=True,
+                leave=False, dynamic_ncols=True)
+
+
+class _Log:
+    """Lines on stdout, notes on stderr: from rank 0 only."""
+
+    def __init__(self, main: bool):
+        self.main = main
+
+    def __call__(self, line: str) -> None:
+        if self.main:
+            print(line, flush=True)
+
+    def note(self, line: str) -> None:
+        if self.main:
+            print(f"note: {line}", file=sys.stderr, flush=True)
