@@ -68,8 +68,13 @@ def setup(device: str) -> tuple[World, torch.device]:
     return world, dev
 
 
-def teardown() -> None:
+def teardown(clean: bool = True) -> None:
+    """Leave the process group. After a clean run every rank first waits for the others, so
+    none tears gloo down while another is still in a collective (an abort at exit); after a
+    failure no rank waits (the others may never come)."""
     if dist.is_initialized():
+        if clean and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

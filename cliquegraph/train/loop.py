@@ -76,10 +76,13 @@ def default_out(network: str, dataset: str) -> Path:
 
 def train(cfg: TrainConfig) -> Run:
     world, device = distributed.setup(cfg.device)
+    clean = False
     try:
-        return _train(cfg, world, device)
+        run = _train(cfg, world, device)
+        clean = True
+        return run
     finally:
-        distributed.teardown()
+        distributed.teardown(clean)
 
 
 def _train(cfg: TrainConfig, world, device) -> Run:
