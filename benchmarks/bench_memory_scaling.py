@@ -2,7 +2,7 @@
 
     python benchmarks/bench_memory_scaling.py                       # S3 at 224, batches 1..16
     python benchmarks/bench_memory_scaling.py --batches 1,2,4 --steps 1 --warmup 1
-    python benchmarks/bench_memory_scaling.py --memory-efficient    # the default lowering's mode
+    python benchmarks/bench_memory_scaling.py --no-memory-efficient # keep the concatenations
 
 Every (variant, batch) is one fresh process (cliquegraph.bench.run_isolated), so its ru_maxrss
 is that step's peak on CPU. A line peak = a + b * batch is fitted by least squares over the
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
                    help="steps before (default 1: the optimizer's momentum exists by then)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--budget-gib", type=float, default=24.0)
-    p.add_argument("--memory-efficient", action="store_true")
+    p.add_argument("--memory-efficient", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--timeout", type=float, default=None, help="per point, seconds")
     p.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = p.parse_args(argv)

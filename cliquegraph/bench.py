@@ -200,20 +200,11 @@ class ConvFloor(nn.Module):
 
 # ---- one variant, in this process (the worker) ----------------------------------------------
 
-def memory_efficient_supported() -> bool:
-    import inspect
-
-    from .lower import lower
-    return "memory_efficient" in inspect.signature(lower).parameters
-
-
-def build_variant(variant: str, net, batch: int, memory_efficient: bool = False):
-    """(module, whether `memory_efficient` reached the lowering) for a variant."""
+def build_variant(variant: str, net, batch: int, memory_efficient: bool = True):
+    """(module, whether the default lowering recomputes its concatenations) for a variant."""
     from .lower import lower
     if variant == "default":
-        if memory_efficient and memory_efficient_supported():
-            return lower(net, memory_efficient=True), True
-        return lower(net), False
+        return lower(net, memory_efficient=memory_efficient), memory_efficient
     if variant == ORIGINAL:
         return original_from_ir(net), False
     if variant == "naive":
@@ -249,7 +240,7 @@ def run_variant(job: dict) -> dict:
     torch.manual_seed(0)
     net = elaborate(job["spec"], job.get("overrides") or {})
     batch, variant = job["batch"], job["variant"]
-    model, used_me = build_variant(variant, net, batch, job.get("memory_efficient", False))
+    model, used_me = build_variant(variant, net, batch, job.get("memory_efficient", True))
     model = model.to(device).train()
     floor = variant == FLOOR
     x = torch.randn(batch, *net.input_shape, device=device)
@@ -378,7 +369,7 @@ def machine(device: str, threads: int) -> dict:
 
 
 def measure(spec, overrides=None, *, variants=VARIANTS, batch=16, steps=5, warmup=2,
-            device="cpu", threads=None, memory_efficient=False, timeout=None,
+            device="cpu", threads=None, memory_efficient=True, timeout=None,
             on_result=None) -> dict:
     """Bench `variants` of a spec, each in its own process. SpecError for a bad spec; a variant
     that cannot run or whose worker dies gets {"failed": True, "error": reason}.
@@ -408,11 +399,9 @@ def measure(spec, overrides=None, *, variants=VARIANTS, batch=16, steps=5, warmu
         if on_result:
             on_result(name, record)
     add_ratios(results)
-    me_used = results.get("default", {}).get("memory_efficient")
     return {"spec": spec, "network": net.name, "overrides": overrides, "batch": batch,
             "steps": steps, "warmup": warmup, "device": device, "threads": threads,
-            "memory_efficient": {"requested": memory_efficient, "used": bool(me_used),
-                                 "supported": memory_efficient_supported()},
+            "memory_efficient": bool(memory_efficient),
             "input_shape": list(net.input_shape), "variants": results,
             "machine": host}
 
@@ -443,9 +432,7 @@ COLUMNS = ("variant", "step_ms", "images/s", "baseline_mb", "peak_mb", "speed_vs
 def header(result: dict) -> str:
     m = result["machine"]
     sets = " ".join(f"{k}={v}" for k, v in result["overrides"].items()) or "none"
-    me = result["memory_efficient"]
-    me_text = ("used" if me["used"] else "requested, not supported by lower()") \
-        if me["requested"] else "off"
+    me_text = "on" if result["memory_efficient"] else "off"
     lines = [f"spec {result['spec']} ({result['network']}, input "
              f"{'x'.join(map(str, result['input_shape']))})  overrides: {sets}",
              f"batch {result['batch']}  steps {result['steps']} (median, after "

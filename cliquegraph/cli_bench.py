@@ -1,5 +1,5 @@
 """`cliquegraph bench SPEC [--set ...] [--batch B] [--steps N] [--warmup W] [--device cpu|cuda]
-[--variants default,original_style,naive,conv_floor] [--memory-efficient] [--threads N] [--json]`
+[--variants default,original_style,naive,conv_floor] [--[no-]memory-efficient] [--threads N] [--json]`
 (registered by cli.py; torch is imported only when the command runs).
 
     cliquegraph bench specs/cliquenet-cifar.clq --batch 64 --steps 5 --warmup 2
@@ -57,8 +57,9 @@ def register(sub, add_set):
                    help="torch threads (default: the cores this process may use)")
     p.add_argument("--variants", default=",".join(VARIANTS), metavar="LIST",
                    help=f"comma-separated, from {','.join(VARIANTS)} (default: all)")
-    p.add_argument("--memory-efficient", action="store_true",
-                   help="default variant: recompute BN-ReLU in backward, if the lowering has it")
+    p.add_argument("--memory-efficient", action=argparse.BooleanOptionalAction, default=True,
+                   help="default variant: recompute each update's concatenation and BN-ReLU in "
+                        "backward (the compiler's default); --no-memory-efficient keeps them")
     p.add_argument("--timeout", type=float, metavar="S", help="give up on a variant after S s")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     p.set_defaults(func=run)

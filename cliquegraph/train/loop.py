@@ -55,7 +55,7 @@ class TrainConfig:
     amp: str = "off"                   # bf16 | fp16 | off (CUDA only)
     compile: bool = False              # torch.compile the module
     channels_last: bool = True         # NHWC activations (the compiler's default)
-    memory_efficient: bool = False  # recompute cat + BN-ReLU in backward
+    memory_efficient: bool = True   # recompute cat + BN-ReLU in backward (the default)
     workers: int = 4                   # DataLoader workers (ImageNet; in-memory sets need none)
     seed: int = 0
     device: str = "cpu"
