@@ -44,6 +44,9 @@ def save_atomic(obj, path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would otherwise stick to the file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 
@@ -111,6 +112,7 @@ def _write_atomic(path, text):
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        shutil.copymode(path, tmp)  # the spec keeps its permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -4,6 +4,7 @@ implementation's weights and logits, and an ordinary GraphModule (save, compile,
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -308,6 +309,9 @@ def test_save_round_trips(tmp_path):
     assert r.returncode == 0, r.stderr
     obj = torch.load(out, weights_only=True)
     assert obj["format"] == "cliquegraph/1" and "network tiny" in obj["spec_text"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temp file's 0600
     gm, net, _ = checkpoint.load_module(out)
     for key, value in obj["state_dict"].items():
         torch.testing.assert_close(gm.state_dict()[key], value)
