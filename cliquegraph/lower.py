@@ -19,7 +19,7 @@ from torch import nn
 from . import ir
 from .elaborate import elaborate
 from .schedule import schedule
-from .units import BNReLUConv
+from .units import BNReLUConv, BNReLUPool
 
 
 class SqueezeExcite(nn.Module):
@@ -81,13 +81,37 @@ class _Lowering:
         return self.node(part, "call_function", torch.cat, (list(tensors), 1), name=name)
 
     def section(self, container: str, ops, x, part):
+        """A stem/transition/head: one module per op, named kind+index (`transition1.conv2`).
+        `bn relu conv` (stride 1, no bias) and `bn relu pool global` run as one lean unit held
+        by the bn's name; the conv keeps its own weight, so the state_dict is unchanged."""
         holder = nn.Module()
         setattr(self.root, container, holder)
-        for j, op in enumerate(ops):
+        j = 0
+        while j < len(ops):
+            op = ops[j]
+            nxt = ops[j + 1:j + 3]
+            bn_relu = (op.kind == "bn" and len(op.in_shape) == 3 and len(nxt) == 2
+                       and nxt[0].kind == "relu")
+            if bn_relu and nxt[1].kind == "conv" and nxt[1].stride == (1, 1) and not nxt[1].bias:
+                holder.add_module(f"bn{j}", BNReLUConv(op.in_shape[0], nxt[1].padding))
+                holder.add_module(f"conv{j + 2}", op_module(nxt[1]))
+                w = self.node(part, "get_attr", f"{container}.conv{j + 2}.weight", (),
+                              name=f"{container}_w{j + 2}")
+                x = self.node(part, "call_module", f"{container}.bn{j}", (w, x),
+                              name=f"{container}_conv{j + 2}")
+                j += 3
+                continue
+            if bn_relu and nxt[1].kind == "gpool":
+                holder.add_module(f"bn{j}", BNReLUPool(op.in_shape[0]))
+                x = self.node(part, "call_module", f"{container}.bn{j}", (x,),
+                              name=f"{container}_gpool{j + 2}")
+                j += 3
+                continue
             name = f"{op.kind}{j}"
             holder.add_module(name, op_module(op))
             x = self.node(part, "call_module", f"{container}.{name}", (x,),
                           name=f"{container}_{name}")
+            j += 1
         return x
 
     def block(self, b: ir.Block, x):

@@ -73,12 +73,57 @@ class BNReLUConv(nn.BatchNorm2d):
     def forward(self, w, *xs):
         # the hand-written backward is for fp32/fp64 eager training; autocast (bf16/fp16),
         # torch.compile (which fuses BN-ReLU itself) and evaluation take the plain ops
-        if (self.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
-                and self.momentum is not None and xs[0].dtype in (torch.float32, torch.float64)
-                and not torch.is_autocast_enabled(xs[0].device.type)):
+        if _lean(self, xs[0]):
             self.num_batches_tracked.add_(1)
             return _BNReLUConv.apply(self.weight, self.bias, w, self.running_mean,
                                      self.running_var, self.momentum, self.eps, self.padding,
                                      self.keep_cat, *xs)
         x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
         return F.conv2d(torch.relu(super().forward(x)), w, None, 1, self.padding)
+
+
+class _BNReLUPool(torch.autograd.Function):
+    """Global average pool of ReLU(BN(x)), keeping only x: BN-ReLU is recomputed in backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+        n = x.numel() // x.shape[1]
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+            running_var.mul_(1 - momentum).add_(var * (n / max(n - 1, 1)), alpha=momentum)
+        invstd = torch.rsqrt(var + eps)
+        out = _affine_relu(x, weight, bias, mean, invstd).mean((2, 3))
+        ctx.save_for_backward(x, weight, bias, mean, invstd)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, bias, mean, invstd = ctx.saved_tensors
+        h = _affine_relu(x, weight, bias, mean, invstd)
+        grad_h = (grad_out / (x.shape[2] * x.shape[3]))[:, :, None, None].expand_as(h)
+        grad_z = torch.ops.aten.threshold_backward(grad_h, h, 0)
+        del h
+        grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+            grad_z, x, weight, None, None, mean, invstd, True, ctx.eps, [True, True, True])
+        return grad_x, grad_weight, grad_bias, None, None, None, None
+
+
+class BNReLUPool(nn.BatchNorm2d):
+    """BatchNorm2d, ReLU and global average pooling as one module (a head's `bn relu pool
+    global`), memory-lean in training like BNReLUConv; the same state_dict as a BatchNorm2d."""
+
+    def forward(self, x):
+        if _lean(self, x):
+            self.num_batches_tracked.add_(1)
+            return _BNReLUPool.apply(x, self.weight, self.bias, self.running_mean,
+                                     self.running_var, self.momentum, self.eps)
+        return torch.relu(super().forward(x)).mean((2, 3))
+
+
+def _lean(bn: nn.BatchNorm2d, x) -> bool:
+    """Whether the hand-written (fp32/fp64, eager, training) path applies."""
+    return (bn.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and bn.momentum is not None and x.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled(x.device.type))
