@@ -14,9 +14,10 @@ The runner adds its own keys (optimizer, scheduler, epoch, ...) beside these.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import torch
+
+from .atomic import write_atomic
 
 FORMAT = "cliquegraph/1"
 
@@ -27,30 +28,16 @@ class CheckpointError(Exception):
 
 def payload(gm, spec_path, params) -> dict:
     from .elaborate import standalone
-    from .values import show
-    texts = {k: (v if isinstance(v, str) else show(tuple(v) if isinstance(v, list) else v))
-             for k, v in (params or {}).items()}
+    from .values import as_text
+    texts = {k: as_text(v) for k, v in (params or {}).items()}
     return {"format": FORMAT, "network": gm.meta["cliquegraph"]["name"],
             "spec_path": os.fspath(spec_path), "spec_text": standalone(spec_path),
             "params": texts, "state_dict": gm.state_dict()}
 
 
 def save_atomic(obj, path) -> None:
-    """torch.save to a temp file in the same folder, then rename: never a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would otherwise stick to the file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """torch.save, written whole or not at all (cliquegraph.atomic)."""
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save(gm, spec_path, params, path) -> None:

@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 
+from .atomic import write_text_atomic
 from .errors import SpecError
 
 
@@ -27,6 +25,37 @@ def parse_sets(items) -> dict:
                              f"--set \"widths=[8, 12, 16, 8]\", --set attention=false)")
         out[name] = value.strip()
     return out
+
+
+def positive_int(text) -> int:
+    """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1)
+
+
+def count(text) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text, low) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+    return value
+
+
+def positive_float(text) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
 
 
 def _add_set(p):
@@ -75,7 +104,7 @@ def cmd_fmt(args) -> int:
                 status = 1
         elif args.write:
             if text != spec.text:
-                _write_atomic(path, text)
+                write_text_atomic(path, text)
                 print(f"{path}: formatted", file=sys.stderr)
         else:
             sys.stdout.write(text)
@@ -104,20 +133,6 @@ def _bake(spec, path, overrides):
     new_main = dataclasses.replace(main, body=tuple(body))
     items = tuple(new_main if item is main else item for item in spec.items)
     return dataclasses.replace(spec, items=items)
-
-
-def _write_atomic(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fmt-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        shutil.copymode(path, tmp)  # the spec keeps its permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,27 +14,9 @@ import argparse
 import json
 import sys
 
+from .cli import count, positive_int
+
 VARIANTS = ("default", "original_style", "naive", "conv_floor")  # bench.VARIANTS, torch-free
-
-
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
 
 
 def register(sub, add_set):
@@ -47,13 +29,13 @@ def register(sub, add_set):
                     "edge) and conv_floor (only the convolutions, on preallocated inputs).")
     p.add_argument("spec", metavar="SPEC")
     add_set(p)
-    p.add_argument("--batch", type=_positive, default=16, metavar="B", help="default 16")
-    p.add_argument("--steps", type=_positive, default=5, metavar="N",
+    p.add_argument("--batch", type=positive_int, default=16, metavar="B", help="default 16")
+    p.add_argument("--steps", type=positive_int, default=5, metavar="N",
                    help="timed steps; the median is reported (default 5)")
-    p.add_argument("--warmup", type=_count, default=2, metavar="W",
+    p.add_argument("--warmup", type=count, default=2, metavar="W",
                    help="untimed steps first (default 2)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=_positive, metavar="N",
+    p.add_argument("--threads", type=positive_int, metavar="N",
                    help="torch threads (default: the cores this process may use)")
     p.add_argument("--variants", default=",".join(VARIANTS), metavar="LIST",
                    help=f"comma-separated, from {','.join(VARIANTS)} (default: all)")

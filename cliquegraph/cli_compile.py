@@ -31,7 +31,6 @@ def run(args) -> int:
         from .cli_train import run_training
         return run_training(args)
     overrides = parse_sets(args.set)
-    import torch  # noqa: F401  (after argument checks: a usage error answers fast)
 
     from . import checkpoint
     from .elaborate import elaborate

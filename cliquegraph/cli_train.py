@@ -19,6 +19,8 @@ import json
 import os
 import sys
 
+from .cli import count, positive_float, positive_int
+
 # train.data.DATASETS, spelled out so that building the parser does not import torch
 DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "digits")
 
@@ -37,10 +39,10 @@ def register(sub, add_set) -> None:
     e.add_argument("--dataset", choices=DATASETS, metavar="DATASET",
                    help="default: the one the checkpoint was trained on")
     e.add_argument("--data", metavar="DIR", help="default: the checkpoint's data folder")
-    e.add_argument("--batch-size", type=_positive, default=128, metavar="B")
+    e.add_argument("--batch-size", type=positive_int, default=128, metavar="B")
     e.add_argument("--device", choices=("cpu", "cuda"),
                    help="default: cuda when available, else cpu")
-    e.add_argument("--workers", type=_count, default=_default_workers(), metavar="N")
+    e.add_argument("--workers", type=count, default=_default_workers(), metavar="N")
     e.set_defaults(func=run_eval)
 
 
@@ -57,16 +59,16 @@ def add_train_arguments(parser) -> None:
                         "default runs/NETWORK-DATASET")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
-    g.add_argument("--stop-after", type=_positive, metavar="EPOCH",
+    g.add_argument("--stop-after", type=positive_int, metavar="EPOCH",
                    help="stop after this epoch; --resume goes on (for time-limited jobs)")
     r = parser.add_argument_group("recipe (default: the paper's for the dataset)")
-    r.add_argument("--epochs", type=_positive, metavar="N")
-    r.add_argument("--batch-size", type=_positive, metavar="B",
+    r.add_argument("--epochs", type=positive_int, metavar="N")
+    r.add_argument("--batch-size", type=positive_int, metavar="B",
                    help="over all processes (torchrun splits it)")
-    r.add_argument("--lr", type=_positive_float, metavar="X")
+    r.add_argument("--lr", type=positive_float, metavar="X")
     r.add_argument("--milestones", type=_milestones, metavar="E1,E2,...",
                    help="epochs after which lr *= gamma (default: at the preset's fractions)")
-    r.add_argument("--gamma", type=_positive_float, metavar="X")
+    r.add_argument("--gamma", type=positive_float, metavar="X")
     r.add_argument("--momentum", type=float, metavar="X")
     r.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
     r.add_argument("--weight-decay", type=float, metavar="X")
@@ -82,7 +84,7 @@ def add_train_arguments(parser) -> None:
                    help="recompute each update's concatenation and BN-ReLU in backward instead "
                         "of keeping them (the compiler's default; --no-memory-efficient keeps "
                         "the concatenations)")
-    d.add_argument("--workers", type=_count, default=_default_workers(), metavar="N",
+    d.add_argument("--workers", type=count, default=_default_workers(), metavar="N",
                    help="DataLoader workers per process (ImageNet)")
     d.add_argument("--seed", type=int, default=0, metavar="S")
 
@@ -169,27 +171,6 @@ def _device(name):
 
 def _default_workers() -> int:
     return min(8, os.cpu_count() or 1)
-
-
-def _positive(text) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _count(text) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text}")
-    return value
-
-
-def _positive_float(text) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 def _milestones(text) -> tuple:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
 from . import ir
 from .elaborate import elaborate
 from .schedule import schedule
 from .units import BNReLUConv, BNReLUPool
+from .values import as_text
 
 
 class SqueezeExcite(nn.Module):
@@ -241,10 +241,5 @@ def build(spec_path, **params) -> fx.GraphModule:
     holding .clq text ("x0 + stage1", "[8, 12, 16, 8]")."""
     net = elaborate(spec_path, params)
     gm = lower(net)
-    gm.meta["cliquegraph"]["params"] = {k: _clq(v) for k, v in params.items()}
+    gm.meta["cliquegraph"]["params"] = {k: as_text(v) for k, v in params.items()}
     return gm
-
-
-def _clq(v):
-    from .values import show
-    return v if isinstance(v, str) else show(tuple(v) if isinstance(v, list) else v)

@@ -63,7 +63,7 @@ def _section(ops, name, p, x, training):
 
 
 def _naive_block(b: ir.Block, p, x0, training):
-    g, n, k = b.graph, b.layers, b.width
+    g, n = b.graph, b.layers
     tag = f"block{b.index}"
     pad = (0, 0) if b.bottleneck else (b.kernel[0] // 2, b.kernel[1] // 2)
     X = {0: x0}                     # the newest value of every node

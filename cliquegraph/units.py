@@ -21,13 +21,7 @@ class _BNReLUConv(torch.autograd.Function):
     def forward(ctx, weight, bias, w, running_mean, running_var, momentum, eps, padding,
                 keep_cat, *xs):
         x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
-        # batch statistics once; the running averages are updated here and never again
-        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-        n = x.numel() // x.shape[1]
-        with torch.no_grad():
-            running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-            running_var.mul_(1 - momentum).add_(var * (n / max(n - 1, 1)), alpha=momentum)
-        invstd = torch.rsqrt(var + eps)
+        mean, invstd = _batch_stats(x, running_mean, running_var, momentum, eps)
         out = F.conv2d(_affine_relu(x, weight, bias, mean, invstd), w, None, 1, padding)
         saved = (x,) if keep_cat or len(xs) == 1 else xs
         ctx.save_for_backward(weight, bias, w, mean, invstd, *saved)
@@ -48,6 +42,17 @@ class _BNReLUConv(torch.autograd.Function):
             grad_z, x, weight, None, None, mean, invstd, True, ctx.eps, [True, True, True])
         grad_xs = torch.split(grad_x, ctx.widths, 1) if len(ctx.widths) > 1 else (grad_x,)
         return (grad_weight, grad_bias, grad_w, None, None, None, None, None, None, *grad_xs)
+
+
+def _batch_stats(x, running_mean, running_var, momentum, eps):
+    """BatchNorm's batch mean and 1/std of x, computed once; the running averages are updated
+    here (unbiased variance, as nn.BatchNorm2d) and never again in backward."""
+    var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+    n = x.numel() // x.shape[1]
+    with torch.no_grad():
+        running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        running_var.mul_(1 - momentum).add_(var * (n / max(n - 1, 1)), alpha=momentum)
+    return mean, torch.rsqrt(var + eps)
 
 
 def _affine_relu(x, weight, bias, mean, invstd):
@@ -87,12 +92,7 @@ class _BNReLUPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
-        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-        n = x.numel() // x.shape[1]
-        with torch.no_grad():
-            running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-            running_var.mul_(1 - momentum).add_(var * (n / max(n - 1, 1)), alpha=momentum)
-        invstd = torch.rsqrt(var + eps)
+        mean, invstd = _batch_stats(x, running_mean, running_var, momentum, eps)
         out = _affine_relu(x, weight, bias, mean, invstd).mean((2, 3))
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.eps = eps

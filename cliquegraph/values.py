@@ -71,6 +71,11 @@ def show(v) -> str:
     return str(v)
 
 
+def as_text(v) -> str:
+    """A param override (.clq text, or a Python value as build(**params) takes) as .clq text."""
+    return v if isinstance(v, str) else show(tuple(v) if isinstance(v, list) else v)
+
+
 def kind(v) -> str:
     if isinstance(v, bool):
         return "bool"

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoint
+from ..atomic import write_atomic, write_text_atomic
 from ..elaborate import elaborate
 from ..lower import lower
 from . import distributed
@@ -396,16 +397,10 @@ def _restore_rng(states, world, device, seed, log):
 def _write_files(out: Path, recipe: Recipe, metrics: list) -> None:
     """recipe.json, metrics.jsonl and curves.png, each replaced whole."""
     out.mkdir(parents=True, exist_ok=True)
-    _replace(out / "recipe.json", json.dumps(recipe.to_json(), indent=2) + "\n")
-    _replace(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+    write_text_atomic(out / "recipe.json", json.dumps(recipe.to_json(), indent=2) + "\n")
+    write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
     if metrics:
         _plot(metrics, out / "curves.png")
-
-
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _plot(metrics, path: Path) -> None:
@@ -423,9 +418,7 @@ def _plot(metrics, path: Path) -> None:
     error.set(xlabel="epoch", ylabel="test error (%)", title="test error")
     for ax in (loss, error):
         ax.grid(alpha=0.3)
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
 def _bar(epoch, epochs, images):
