@@ -18,7 +18,7 @@ from torch import nn
 from . import ir
 from .elaborate import elaborate
 from .schedule import schedule
-from .units import BNReLUConv, BNReLUPool
+from .units import BNReLUConv, BNReLUPool, Dropout
 from .values import as_text
 
 
@@ -50,7 +50,7 @@ def op_module(op: ir.Op) -> nn.Module:
     if op.kind == "relu":
         return nn.ReLU()
     if op.kind == "dropout":
-        return nn.Dropout(op.p)
+        return Dropout(op.p)
     if op.kind == "maxpool":
         return nn.MaxPool2d(op.kernel, op.stride, op.padding)
     if op.kind == "avgpool":
@@ -128,7 +128,7 @@ class _Lowering:
                 mod.register_parameter(f"wb_{j}", nn.Parameter(
                     torch.empty(b.width, b.bottleneck, *b.kernel)))
         if b.dropout:
-            mod.add_module("drop", nn.Dropout(b.dropout))
+            mod.add_module("drop", Dropout(b.dropout))
         weights = {}
 
         def w(name):  # one get_attr per shared weight, read by every stage

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ir
+from .units import dropout
 
 
 # ---- the naive interpreter --------------------------------------------------------------------
@@ -31,7 +32,7 @@ def _apply_op(op: ir.Op, prefix: str, p, x, training):
     if op.kind == "relu":
         return torch.relu(x)
     if op.kind == "dropout":
-        return F.dropout(x, op.p, training)
+        return dropout(x, op.p, training)
     if op.kind == "maxpool":
         return F.max_pool2d(x, op.kernel, op.stride, op.padding)
     if op.kind == "avgpool":
@@ -77,12 +78,12 @@ def _naive_block(b: ir.Block, p, x0, training):
             h = torch.relu(_bn(p, f"{tag}.{bn}", X[l], slice(offset, offset + c), training))
             total = total + F.conv2d(h, p[f"{tag}.w_{l}_{i}"], None, 1, pad)
             offset += c
-        y = F.dropout(total, b.dropout, training)
+        y = dropout(total, b.dropout, training)
         if b.bottleneck:
             h = torch.relu(_bn(p, f"{tag}.{bn.replace('g_', 'gb_', 1)}", y, slice(None),
                                training))
             y = F.conv2d(h, p[f"{tag}.wb_{i}"], None, 1, (b.kernel[0] // 2, b.kernel[1] // 2))
-            y = F.dropout(y, b.dropout, training)
+            y = dropout(y, b.dropout, training)
         return y
 
     # Stage I: X_i = g(sum_{l<i} W_li X_l), X_0 included, sources in ascending order

@@ -8,21 +8,90 @@ the memory-lean form. Evaluation, export and torch.compile see the plain ops.
 
 from __future__ import annotations
 
+import math
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+class _Scratch(threading.local):
+    """Reusable full-size CPU buffers for temporaries that never leave a unit: the
+    concatenated input and the recomputed BN-ReLU activation.
+
+    On CPU, tensors this large are mmapped fresh on every allocation and the kernel's page
+    faults cost more than the kernel itself (a 113 MB cat: 40 ms fresh, about 6 ms into a
+    buffer already touched). Each thread keeps one flat buffer per slot, grown to the
+    largest request; a unit's temporaries are views of it. `release_scratch()` frees them."""
+
+    def __init__(self):
+        self.buffers = {}
+
+    def get(self, slot: int, like_shape, dtype, device, channels_last: bool):
+        n = math.prod(like_shape)
+        key = (slot, dtype, device)
+        buf = self.buffers.get(key)
+        if buf is None or buf.numel() < n:
+            self.buffers.pop(key, None)  # free the old one before the new one is allocated
+            buf = self.buffers[key] = torch.empty(n, dtype=dtype, device=device)
+        if channels_last:
+            b, c, h, w = like_shape
+            return buf[:n].view(b, h, w, c).permute(0, 3, 1, 2)
+        return buf[:n].view(like_shape)
+
+
+_scratch = _Scratch()
+
+
+def release_scratch():
+    """Free this thread's scratch buffers (they are reallocated on the next training step)."""
+    _scratch.buffers.clear()
+
+
+def _cat(xs, slot):
+    """cat(xs, 1), into a scratch buffer on CPU (the result must not outlive the unit)."""
+    x0 = xs[0]
+    if x0.device.type != "cpu":
+        return torch.cat(xs, 1)
+    shape = (x0.shape[0], sum(t.shape[1] for t in xs), *x0.shape[2:])
+    nhwc = x0.dim() == 4 and _format(x0) is torch.channels_last
+    return torch.cat(xs, 1, out=_scratch.get(slot, shape, x0.dtype, x0.device, nhwc))
+
+
+def _like(x, slot):
+    """An uninitialised tensor shaped and laid out like x, from scratch on CPU."""
+    if x.device.type != "cpu":
+        return torch.empty_like(x)
+    return _scratch.get(slot, tuple(x.shape), x.dtype, x.device,
+                        x.dim() == 4 and _format(x) is torch.channels_last)
+
+
+def _format(x):
+    return torch.channels_last if (x.dim() == 4 and not x.is_contiguous()
+                                   and x.is_contiguous(memory_format=torch.channels_last)) \
+        else torch.contiguous_format
+
+
 class _BNReLUConv(torch.autograd.Function):
     """g(cat(xs)) with BN batch statistics; backward recomputes BN-ReLU (and, when
-    `keep_cat` is false, the concatenation too) from what the network holds anyway."""
+    `keep_cat` is false, the concatenation too) from what the network holds anyway.
+
+    Few full-size tensors are allocated: with `keep_cat` false forward concatenates into
+    scratch and writes BN-ReLU over it; backward recomputes both into scratch, masks the ReLU
+    in place in the conv's input gradient, and allocates only that and BN's input gradient."""
 
     @staticmethod
     def forward(ctx, weight, bias, w, running_mean, running_var, momentum, eps, padding,
                 keep_cat, *xs):
-        x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
+        if len(xs) == 1:
+            x = xs[0]
+        else:
+            x = _cat(xs, 0) if not keep_cat else torch.cat(xs, 1)
         mean, invstd = _batch_stats(x, running_mean, running_var, momentum, eps)
-        out = F.conv2d(_affine_relu(x, weight, bias, mean, invstd), w, None, 1, padding)
+        in_place = len(xs) > 1 and not keep_cat  # x is scratch: overwrite it
+        h = _affine_relu(x, weight, bias, mean, invstd, out=x if in_place else None)
+        out = F.conv2d(h, w, None, 1, padding)
         saved = (x,) if keep_cat or len(xs) == 1 else xs
         ctx.save_for_backward(weight, bias, w, mean, invstd, *saved)
         ctx.padding, ctx.eps, ctx.widths = padding, eps, [t.shape[1] for t in xs]
@@ -31,34 +100,39 @@ class _BNReLUConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         weight, bias, w, mean, invstd, *saved = ctx.saved_tensors
-        x = torch.cat(saved, 1) if len(saved) > 1 else saved[0]
-        h = _affine_relu(x, weight, bias, mean, invstd)  # recomputed, not stored
+        x = _cat(saved, 0) if len(saved) > 1 else saved[0]
+        h = _affine_relu(x, weight, bias, mean, invstd, out=_like(x, 1))  # recomputed
         grad_h, grad_w, _ = torch.ops.aten.convolution_backward(
             grad_out, h, w, None, [1, 1], list(ctx.padding), [1, 1], False, [0, 0], 1,
             [True, True, False])
-        grad_z = torch.ops.aten.threshold_backward(grad_h, h, 0)
-        del h, grad_h
-        grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
-            grad_z, x, weight, None, None, mean, invstd, True, ctx.eps, [True, True, True])
+        grad_x, grad_weight, grad_bias = _bn_relu_backward(grad_h, h, x, weight, mean, invstd,
+                                                           ctx.eps)
         grad_xs = torch.split(grad_x, ctx.widths, 1) if len(ctx.widths) > 1 else (grad_x,)
         return (grad_weight, grad_bias, grad_w, None, None, None, None, None, None, *grad_xs)
 
 
+def _bn_relu_backward(grad_h, h, x, weight, mean, invstd, eps):
+    """Gradients of h = ReLU(BN(x)) for x, BN's weight and bias, given dL/dh (overwritten)."""
+    torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0, grad_input=grad_h)
+    return torch.ops.aten.native_batch_norm_backward(
+        grad_h, x, weight, None, None, mean, invstd, True, eps, [True, True, True])
+
+
 def _batch_stats(x, running_mean, running_var, momentum, eps):
     """BatchNorm's batch mean and 1/std of x, computed once; the running averages are updated
-    here (unbiased variance, as nn.BatchNorm2d) and never again in backward."""
-    var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-    n = x.numel() // x.shape[1]
-    with torch.no_grad():
-        running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-        running_var.mul_(1 - momentum).add_(var * (n / max(n - 1, 1)), alpha=momentum)
+    here (unbiased variance, as nn.BatchNorm2d) and never again in backward.
+
+    batch_norm_update_stats is BatchNorm's own statistics kernel: on CPU it reads an NHWC
+    tensor in one vectorised pass, about 14x faster than var_mean over (0, 2, 3)."""
+    mean, var = torch.batch_norm_update_stats(x, running_mean, running_var, momentum)
     return mean, torch.rsqrt(var + eps)
 
 
-def _affine_relu(x, weight, bias, mean, invstd):
+def _affine_relu(x, weight, bias, mean, invstd, out=None):
+    """ReLU(BN(x)) with the given batch statistics, into `out` (which may be x itself)."""
     scale = weight * invstd
     shift = bias - mean * scale
-    return torch.relu_(torch.addcmul(shift[:, None, None], x, scale[:, None, None]))
+    return torch.relu_(torch.addcmul(shift[:, None, None], x, scale[:, None, None], out=out))
 
 
 class BNReLUConv(nn.BatchNorm2d):
@@ -93,7 +167,7 @@ class _BNReLUPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
         mean, invstd = _batch_stats(x, running_mean, running_var, momentum, eps)
-        out = _affine_relu(x, weight, bias, mean, invstd).mean((2, 3))
+        out = _affine_relu(x, weight, bias, mean, invstd, out=_like(x, 1)).mean((2, 3))
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.eps = eps
         return out
@@ -101,12 +175,11 @@ class _BNReLUPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, bias, mean, invstd = ctx.saved_tensors
-        h = _affine_relu(x, weight, bias, mean, invstd)
-        grad_h = (grad_out / (x.shape[2] * x.shape[3]))[:, :, None, None].expand_as(h)
-        grad_z = torch.ops.aten.threshold_backward(grad_h, h, 0)
-        del h
-        grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
-            grad_z, x, weight, None, None, mean, invstd, True, ctx.eps, [True, True, True])
+        h = _affine_relu(x, weight, bias, mean, invstd, out=_like(x, 1))
+        grad_h = _like(x, 0).copy_(
+            (grad_out / (x.shape[2] * x.shape[3]))[:, :, None, None].expand_as(h))
+        grad_x, grad_weight, grad_bias = _bn_relu_backward(grad_h, h, x, weight, mean, invstd,
+                                                           ctx.eps)
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
@@ -127,3 +200,35 @@ def _lean(bn: nn.BatchNorm2d, x) -> bool:
     return (bn.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
             and bn.momentum is not None and x.dtype in (torch.float32, torch.float64)
             and not torch.is_autocast_enabled(x.device.type))
+
+
+def dropout(x, p: float, training: bool = True):
+    """Dropout as the network runs it: keep each element with probability 1 - p, scale by
+    1/(1-p). Same distribution as F.dropout, cheaper and leaner on CPU:
+
+    - the keep mask is `uniform >= p`, a bool tensor (autograd keeps 1 byte per element, where
+      F.dropout keeps a float mask of 4); drawing uniforms is about 2.5x faster than the
+      CPU's bernoulli_;
+    - the uniforms are drawn in NHWC order whatever x's memory format (into scratch on CPU),
+      so the same seed drops the same elements in an NHWC network and in the NCHW reference
+      interpreter."""
+    if not training or p == 0:
+        return x
+    if p >= 1:
+        return x * 0
+    f32 = torch.float32  # uniforms in fp32 even for bf16/fp16 x: P(keep) stays 1 - p
+    if x.dim() == 4:  # uniforms in NHWC order (x's own when channels_last): no reorder
+        b, c, h, w = x.shape
+        out = _scratch.get(2, (b, h, w, c), f32, x.device, False) \
+            if x.device.type == "cpu" else None
+        u = torch.rand((b, h, w, c), dtype=f32, device=x.device, out=out).permute(0, 3, 1, 2)
+    else:
+        u = torch.rand(x.shape, dtype=f32, device=x.device)
+    return x.mul(u >= p).mul_(1 / (1 - p))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout (same repr, no state) running `dropout` above."""
+
+    def forward(self, x):
+        return dropout(x, self.p, self.training)

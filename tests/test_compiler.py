@@ -36,11 +36,13 @@ network tiny {{
     transit {transit}
     bn {bn}
     {bottleneck}
+    {dropout}
   }}
   transition {{
     bn
     relu
     conv 1x1 C
+    {tdropout}
     {attention}
     pool avg 2
   }}
@@ -59,7 +61,7 @@ network tiny {{
 def tiny_spec(tmp_path, name="tiny.clq", **kw):
     fields = dict(c0=4, n=3, k=3, topology="clique", stages=2, steps="all",
                   feature="x0 + last", transit="last", bn="per_stage", bottleneck="",
-                  attention="", scales="all", compression="")
+                  attention="", scales="all", compression="", dropout="", tdropout="")
     fields.update(kw)
     path = tmp_path / name
     path.write_text(TINY.format(**fields))
@@ -85,7 +87,9 @@ def block_configs(draw):
     sources = ["x0"] + [f"stage{s}" for s in range(1, stages + 1)]
     feature = draw(st.lists(st.sampled_from(sources), unique=True, min_size=1, max_size=3))
     transit = draw(st.lists(st.sampled_from(sources[1:]), unique=True, min_size=1, max_size=2))
+    drop = draw(st.sampled_from(["", "dropout 0.3"]))
     return dict(n=n, k=draw(st.integers(1, 3)), stages=stages, steps=steps, topology=topology,
+                dropout=drop, tdropout=drop,
                 feature=" + ".join(feature), transit=" + ".join(transit),
                 bn=draw(st.sampled_from(["per_stage", "shared"])),
                 bottleneck=draw(st.sampled_from(["", "bottleneck 2", "bottleneck 5"])),
@@ -121,14 +125,19 @@ def test_compiled_module_equals_the_naive_interpreter_of_eq1(tmp_path_factory, c
     gm.train(training)
     ref.train(training)
     x = torch.randn(4, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(gm(x), ref(x), rtol=1e-5, atol=1e-5)
+
+    def run(module, x):  # one seed per pass: dropout draws the same mask in both forms
+        torch.manual_seed(7)
+        return module(x)
+
+    torch.testing.assert_close(run(gm, x), run(ref, x), rtol=1e-5, atol=1e-5)
     if training:  # the same gradients, and the same running statistics after the step
         x.requires_grad_(True)
         # (a last block whose feature is x0 alone leaves its layers unused: no gradient)
-        grads = torch.autograd.grad(gm(x).square().sum(), [x, *gm.parameters()],
+        grads = torch.autograd.grad(run(gm, x).square().sum(), [x, *gm.parameters()],
                                     allow_unused=True)
         x2 = x.detach().requires_grad_(True)
-        ref_grads = torch.autograd.grad(ref(x2).square().sum(), [x2, *gm.parameters()],
+        ref_grads = torch.autograd.grad(run(ref, x2).square().sum(), [x2, *gm.parameters()],
                                         allow_unused=True)
         for a, b in zip(grads, ref_grads):
             assert (a is None) == (b is None)
@@ -361,3 +370,26 @@ def test_torch_export_and_onnx(tmp_path):
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     assert math.prod(d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim) == 10
+
+
+def test_dropout_keeps_one_minus_p_scaled_and_the_same_mask_in_either_layout():
+    from cliquegraph.units import Dropout, dropout
+    x = torch.randn(8, 16, 12, 12)
+    torch.manual_seed(3)
+    y = dropout(x, 0.25)
+    kept = y != 0
+    assert abs(kept.double().mean().item() - 0.75) < 0.01   # 18,432 draws: 0.01 is 3 sigma
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)
+    torch.manual_seed(3)  # the same elements dropped in NHWC, and the result stays NHWC
+    y_nhwc = dropout(x.contiguous(memory_format=torch.channels_last), 0.25)
+    assert y_nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y_nhwc, y)
+    x.requires_grad_(True)  # the gradient is the same mask, scaled
+    torch.manual_seed(3)
+    (g,) = torch.autograd.grad(dropout(x, 0.25).sum(), [x])
+    torch.testing.assert_close(g, kept.float() / 0.75)
+    assert dropout(x, 0.25, training=False) is x and dropout(x, 0.0) is x
+    assert not dropout(x, 1.0).any()
+    half = dropout(x.detach().bfloat16(), 0.2)  # fp32 uniforms: bf16's 8 bits would keep 0.797
+    assert half.dtype == torch.bfloat16 and abs(half.ne(0).double().mean().item() - 0.8) < 0.01
+    assert isinstance(Dropout(0.2), torch.nn.Dropout) and not Dropout(0.2).eval()(x).ne(x).any()
