@@ -75,17 +75,21 @@ class _Lowering:
         n.meta["part"] = part
         return n
 
-    def cat(self, part, tensors, name):
+    def cat(self, part, name, tensors):
         if len(tensors) == 1:
             return tensors[0]
         return self.node(part, "call_function", torch.cat, (list(tensors), 1), name=name)
 
-    def section(self, container: str, ops, x, part):
+    def section(self, container: str, ops, x, part, cat_as=None):
         """A stem/transition/head: one module per op, named kind+index (`transition1.conv2`).
-        `bn relu conv` (stride 1, no bias) and `bn relu pool global` run as one lean unit held
-        by the bn's name; the conv keeps its own weight, so the state_dict is unchanged."""
+        `bn relu conv` (stride 1, no bias; with the dropout after it) and `bn relu pool
+        global` run as one lean unit held by the bn's name; the conv keeps its own weight,
+        so the state_dict is unchanged. `x` may be a list of tensors to concatenate: a lean
+        unit first reads them as they are, anything else gets the concatenation, made as
+        `cat_as` = (part, node name)."""
         holder = nn.Module()
         setattr(self.root, container, holder)
+        xs = x if isinstance(x, list) else [x]
         j = 0
         while j < len(ops):
             op = ops[j]
@@ -93,26 +97,30 @@ class _Lowering:
             bn_relu = (op.kind == "bn" and len(op.in_shape) == 3 and len(nxt) == 2
                        and nxt[0].kind == "relu")
             if bn_relu and nxt[1].kind == "conv" and nxt[1].stride == (1, 1) and not nxt[1].bias:
-                holder.add_module(f"bn{j}", BNReLUConv(op.in_shape[0], nxt[1].padding))
+                drop = ops[j + 3].p if j + 3 < len(ops) and ops[j + 3].kind == "dropout" else 0
+                holder.add_module(f"bn{j}", BNReLUConv(op.in_shape[0], nxt[1].padding,
+                                                       not self.lean, drop))
                 holder.add_module(f"conv{j + 2}", op_module(nxt[1]))
                 w = self.node(part, "get_attr", f"{container}.conv{j + 2}.weight", (),
                               name=f"{container}_w{j + 2}")
-                x = self.node(part, "call_module", f"{container}.bn{j}", (w, x),
-                              name=f"{container}_conv{j + 2}")
-                j += 3
+                xs = [self.node(part, "call_module", f"{container}.bn{j}", (w, *xs),
+                                name=f"{container}_conv{j + 2}")]
+                j += 4 if drop else 3
                 continue
             if bn_relu and nxt[1].kind == "gpool":
                 holder.add_module(f"bn{j}", BNReLUPool(op.in_shape[0]))
-                x = self.node(part, "call_module", f"{container}.bn{j}", (x,),
-                              name=f"{container}_gpool{j + 2}")
+                xs = [self.node(part, "call_module", f"{container}.bn{j}", tuple(xs),
+                                name=f"{container}_gpool{j + 2}")]
                 j += 3
                 continue
+            if len(xs) > 1:
+                xs = [self.cat(*cat_as, xs)]
             name = f"{op.kind}{j}"
             holder.add_module(name, op_module(op))
-            x = self.node(part, "call_module", f"{container}.{name}", (x,),
-                          name=f"{container}_{name}")
+            xs = [self.node(part, "call_module", f"{container}.{name}", (xs[0],),
+                            name=f"{container}_{name}")]
             j += 1
-        return x
+        return self.cat(*cat_as, xs) if len(xs) > 1 else xs[0]
 
     def block(self, b: ir.Block, x):
         part, tag = f"block{b.index}", f"b{b.index}"
@@ -127,8 +135,6 @@ class _Lowering:
             for j in range(1, b.layers + 1):
                 mod.register_parameter(f"wb_{j}", nn.Parameter(
                     torch.empty(b.width, b.bottleneck, *b.kernel)))
-        if b.dropout:
-            mod.add_module("drop", Dropout(b.dropout))
         weights = {}
 
         def w(name):  # one get_attr per shared weight, read by every stage
@@ -147,30 +153,26 @@ class _Lowering:
             g_name = f"g_s{s}_x{i}" if (s == 1 or b.bn == "per_stage") else f"g_loop_x{i}"
             if not hasattr(mod, g_name):
                 mod.add_module(g_name, BNReLUConv(sum(g.nodes[l]["channels"] for l, _ in
-                                                      u.inputs), w_pad, not self.lean))
-            wcat = self.cat(part, [w(f"w_{l}_{i}") for l, _ in u.inputs], f"{tag}_w_{at}")
-            # X_i^(s) = g(sum_l W_li * X_l): the node holding it gets the paper's name, b1_x3_s2
+                                                      u.inputs), w_pad, not self.lean,
+                                                  b.dropout))
+            wcat = self.cat(part, f"{tag}_w_{at}", [w(f"w_{l}_{i}") for l, _ in u.inputs])
+            # X_i^(s) = g(sum_l W_li * X_l) (dropout included): the node holding it gets the
+            # paper's name, b1_x3_s2
             final = f"{tag}_{at}"
-            out_name = f"{tag}_mid_{at}" if b.bottleneck else final
-            conv_name = (f"{tag}_conv1x1_{at}" if b.bottleneck else f"{tag}_conv_{at}") \
-                if b.dropout else out_name
             y = self.node(part, "call_module", f"{part}.{g_name}",
-                          (wcat, *[values[v] for v in u.inputs]), name=conv_name)
-            if b.dropout:
-                y = self.node(part, "call_module", f"{part}.drop", (y,), name=out_name)
+                          (wcat, *[values[v] for v in u.inputs]),
+                          name=f"{tag}_mid_{at}" if b.bottleneck else final)
             if b.bottleneck:
                 gb = g_name.replace("g_", "gb_", 1)
                 if not hasattr(mod, gb):
-                    mod.add_module(gb, BNReLUConv(b.bottleneck, mid_pad))
+                    mod.add_module(gb, BNReLUConv(b.bottleneck, mid_pad, dropout=b.dropout))
                 y = self.node(part, "call_module", f"{part}.{gb}", (w(f"wb_{i}"), y),
-                              name=f"{tag}_conv_{at}" if b.dropout else final)
-                if b.dropout:
-                    y = self.node(part, "call_module", f"{part}.drop", (y,), name=final)
+                              name=final)
             values[(i, s)] = y
-        feature = self.cat(part, [values[v] for v in sched.sources(b.feature)],
-                           f"{tag}_feature") if b.feature else None
-        transit = self.cat(part, [values[v] for v in sched.sources(b.transit)],
-                           f"{tag}_transit") if b.transit else None
+        # the feature and transit concatenations stay lists: a lean unit reads them as they
+        # are; `section` concatenates them for anything else
+        feature = [values[v] for v in sched.sources(b.feature)]
+        transit = [values[v] for v in sched.sources(b.transit)]
         return feature, transit
 
     def run(self) -> fx.GraphModule:
@@ -184,11 +186,13 @@ class _Lowering:
         for b in net.blocks:
             features[b.index], transit = self.block(b, x)
             if b.index <= len(net.transitions):
-                x = self.section(f"transition{b.index}", net.transitions[b.index - 1], transit,
-                                 f"transition{b.index}")
-        vecs = [self.section(f"head{s}", ops, features[s], "head")
+                part = f"transition{b.index}"
+                x = self.section(part, net.transitions[b.index - 1], transit, part,
+                                 (f"block{b.index}", f"b{b.index}_transit"))
+        vecs = [self.section(f"head{s}", ops, features[s], "head",
+                             (f"block{s}", f"b{s}_feature"))
                 for s, ops in zip(net.scales, net.head_scale)]
-        y = self.cat("head", vecs, "scales")
+        y = self.cat("head", "scales", vecs)
         y = self.section("classifier", net.head, y, "head")
         self.node("head", "output", "output", (y,))
         gm = fx.GraphModule(self.root, self.graph, class_name=_class_name(net.name))

@@ -74,16 +74,17 @@ def _format(x):
 
 
 class _BNReLUConv(torch.autograd.Function):
-    """g(cat(xs)) with BN batch statistics; backward recomputes BN-ReLU (and, when
+    """dropout(g(cat(xs))) with BN batch statistics; backward recomputes BN-ReLU (and, when
     `keep_cat` is false, the concatenation too) from what the network holds anyway.
 
     Few full-size tensors are allocated: with `keep_cat` false forward concatenates into
     scratch and writes BN-ReLU over it; backward recomputes both into scratch, masks the ReLU
-    in place in the conv's input gradient, and allocates only that and BN's input gradient."""
+    in place in the conv's input gradient and writes BN's input gradient input by input.
+    Dropout masks the conv's output in place and keeps its bool mask."""
 
     @staticmethod
     def forward(ctx, weight, bias, w, running_mean, running_var, momentum, eps, padding,
-                keep_cat, *xs):
+                keep_cat, p, *xs):
         if len(xs) == 1:
             x = xs[0]
         else:
@@ -92,30 +93,58 @@ class _BNReLUConv(torch.autograd.Function):
         in_place = len(xs) > 1 and not keep_cat  # x is scratch: overwrite it
         h = _affine_relu(x, weight, bias, mean, invstd, out=x if in_place else None)
         out = F.conv2d(h, w, None, 1, padding)
+        drop = None
+        if p > 0:  # in place on the conv's output (a bool mask; mul would make it float)
+            drop = _drop_mask(out, p)
+            out.masked_fill_(drop, 0).mul_(_scale(p))
         saved = (x,) if keep_cat or len(xs) == 1 else xs
-        ctx.save_for_backward(weight, bias, w, mean, invstd, *saved)
-        ctx.padding, ctx.eps, ctx.widths = padding, eps, [t.shape[1] for t in xs]
+        ctx.save_for_backward(weight, bias, w, mean, invstd, drop, *saved)
+        ctx.padding, ctx.eps, ctx.p, ctx.widths = padding, eps, p, [t.shape[1] for t in xs]
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        weight, bias, w, mean, invstd, *saved = ctx.saved_tensors
+        weight, bias, w, mean, invstd, drop, *saved = ctx.saved_tensors
+        if drop is not None:
+            grad_out = torch.where(drop, 0.0, grad_out).mul_(_scale(ctx.p))
         x = _cat(saved, 0) if len(saved) > 1 else saved[0]
         h = _affine_relu(x, weight, bias, mean, invstd, out=_like(x, 1))  # recomputed
         grad_h, grad_w, _ = torch.ops.aten.convolution_backward(
             grad_out, h, w, None, [1, 1], list(ctx.padding), [1, 1], False, [0, 0], 1,
             [True, True, False])
-        grad_x, grad_weight, grad_bias = _bn_relu_backward(grad_h, h, x, weight, mean, invstd,
-                                                           ctx.eps)
-        grad_xs = torch.split(grad_x, ctx.widths, 1) if len(ctx.widths) > 1 else (grad_x,)
-        return (grad_weight, grad_bias, grad_w, None, None, None, None, None, None, *grad_xs)
+        torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0, grad_input=grad_h)
+        if len(ctx.widths) == 1:
+            grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+                grad_h, x, weight, None, None, mean, invstd, True, ctx.eps, [True] * 3)
+            grad_xs = (grad_x,)
+        else:
+            grad_xs, grad_weight, grad_bias = _bn_backward_split(
+                grad_h, x, weight, mean, invstd, ctx.eps, ctx.widths)
+        return (grad_weight, grad_bias, grad_w, None, None, None, None, None, None, None,
+                *grad_xs)
 
 
-def _bn_relu_backward(grad_h, h, x, weight, mean, invstd, eps):
-    """Gradients of h = ReLU(BN(x)) for x, BN's weight and bias, given dL/dh (overwritten)."""
-    torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0, grad_input=grad_h)
-    return torch.ops.aten.native_batch_norm_backward(
-        grad_h, x, weight, None, None, mean, invstd, True, eps, [True, True, True])
+def _bn_backward_split(grad_z, x, weight, mean, invstd, eps, widths):
+    """BatchNorm's backward (given dL/dz, z = BN(x)) for x = cat of inputs `widths` wide:
+    one gradient per input, and those of BN's weight and bias.
+
+    BatchNorm's kernel gives the two reductions; the input gradient, affine per channel in
+    dL/dz and x (dx = a dz + b x + c), is written input by input: tensors of one layer's size
+    that the allocator recycles, where one concatenation-sized gradient would be freshly
+    mapped (and page-faulted) at every update."""
+    _, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+        grad_z, x, weight, None, None, mean, invstd, True, eps, [False, True, True])
+    count = x.numel() // x.shape[1]
+    a = weight * invstd                        # dx = a (dz - mean(dz) - xhat mean(dz xhat))
+    b = -a * invstd * grad_weight / count
+    c = -a * grad_bias / count - b * mean
+    grads, start = [], 0
+    for width in widths:
+        part = slice(start, start + width)
+        g = torch.addcmul(c[part, None, None], grad_z[:, part], a[part, None, None])
+        grads.append(g.addcmul_(x[:, part], b[part, None, None]))
+        start += width
+    return grads, grad_weight, grad_bias
 
 
 def _batch_stats(x, running_mean, running_var, momentum, eps):
@@ -136,18 +165,20 @@ def _affine_relu(x, weight, bias, mean, invstd, out=None):
 
 
 class BNReLUConv(nn.BatchNorm2d):
-    """g: BatchNorm2d over the concatenated inputs, ReLU, conv with the weights given.
+    """g: BatchNorm2d over the concatenated inputs, ReLU, conv with the weights given, and
+    the dropout that follows it (p = `dropout`; none when 0).
 
     It is a BatchNorm2d (same parameters, buffers and state_dict keys). `padding` is the
     conv's; with `keep_cat=False` backward recomputes the concatenation instead of keeping it
     (the memory-efficient form: an update then holds nothing the network does not)."""
 
-    def __init__(self, channels: int, padding=(0, 0), keep_cat=True):
+    def __init__(self, channels: int, padding=(0, 0), keep_cat=True, dropout: float = 0.0):
         super().__init__(channels)
-        self.padding, self.keep_cat = tuple(padding), keep_cat
+        self.padding, self.keep_cat, self.dropout = tuple(padding), keep_cat, float(dropout)
 
     def extra_repr(self):
-        return super().extra_repr() + f", padding={self.padding}, keep_cat={self.keep_cat}"
+        return (super().extra_repr() + f", padding={self.padding}, keep_cat={self.keep_cat}"
+                + (f", dropout={self.dropout}" if self.dropout else ""))
 
     def forward(self, w, *xs):
         # the hand-written backward is for fp32/fp64 eager training; autocast (bf16/fp16),
@@ -156,42 +187,50 @@ class BNReLUConv(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
             return _BNReLUConv.apply(self.weight, self.bias, w, self.running_mean,
                                      self.running_var, self.momentum, self.eps, self.padding,
-                                     self.keep_cat, *xs)
+                                     self.keep_cat, self.dropout, *xs)
         x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
-        return F.conv2d(torch.relu(super().forward(x)), w, None, 1, self.padding)
+        y = F.conv2d(torch.relu(super().forward(x)), w, None, 1, self.padding)
+        return dropout(y, self.dropout, self.training)
 
 
 class _BNReLUPool(torch.autograd.Function):
-    """Global average pool of ReLU(BN(x)), keeping only x: BN-ReLU is recomputed in backward."""
+    """Global average pool of ReLU(BN(cat(xs))), keeping only the xs: the concatenation and
+    BN-ReLU are recomputed (into scratch) in backward."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+    def forward(ctx, weight, bias, running_mean, running_var, momentum, eps, *xs):
+        x = _cat(xs, 0) if len(xs) > 1 else xs[0]
         mean, invstd = _batch_stats(x, running_mean, running_var, momentum, eps)
-        out = _affine_relu(x, weight, bias, mean, invstd, out=_like(x, 1)).mean((2, 3))
-        ctx.save_for_backward(x, weight, bias, mean, invstd)
-        ctx.eps = eps
+        h = _affine_relu(x, weight, bias, mean, invstd, out=x if len(xs) > 1 else _like(x, 1))
+        out = h.mean((2, 3))
+        ctx.save_for_backward(weight, bias, mean, invstd, *xs)
+        ctx.eps, ctx.widths = eps, [t.shape[1] for t in xs]
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight, bias, mean, invstd = ctx.saved_tensors
+        weight, bias, mean, invstd, *xs = ctx.saved_tensors
+        x = _cat(xs, 0) if len(xs) > 1 else xs[0]
         h = _affine_relu(x, weight, bias, mean, invstd, out=_like(x, 1))
-        grad_h = _like(x, 0).copy_(
-            (grad_out / (x.shape[2] * x.shape[3]))[:, :, None, None].expand_as(h))
-        grad_x, grad_weight, grad_bias = _bn_relu_backward(grad_h, h, x, weight, mean, invstd,
-                                                           ctx.eps)
-        return grad_x, grad_weight, grad_bias, None, None, None, None
+        grad_h = (grad_out / (x.shape[2] * x.shape[3]))[:, :, None, None].expand_as(h)
+        grad_z = torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0,
+                                                              grad_input=_like(x, 3))
+        grad_xs, grad_weight, grad_bias = _bn_backward_split(grad_z, x, weight, mean, invstd,
+                                                             ctx.eps, ctx.widths)
+        return grad_weight, grad_bias, None, None, None, None, *grad_xs
 
 
 class BNReLUPool(nn.BatchNorm2d):
-    """BatchNorm2d, ReLU and global average pooling as one module (a head's `bn relu pool
-    global`), memory-lean in training like BNReLUConv; the same state_dict as a BatchNorm2d."""
+    """BatchNorm2d, ReLU and global average pooling of the concatenated inputs as one module
+    (a head's `bn relu pool global`), memory-lean in training like BNReLUConv; the same
+    state_dict as a BatchNorm2d."""
 
-    def forward(self, x):
-        if _lean(self, x):
+    def forward(self, *xs):
+        if _lean(self, xs[0]):
             self.num_batches_tracked.add_(1)
-            return _BNReLUPool.apply(x, self.weight, self.bias, self.running_mean,
-                                     self.running_var, self.momentum, self.eps)
+            return _BNReLUPool.apply(self.weight, self.bias, self.running_mean,
+                                     self.running_var, self.momentum, self.eps, *xs)
+        x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
         return torch.relu(super().forward(x)).mean((2, 3))
 
 
@@ -206,7 +245,7 @@ def dropout(x, p: float, training: bool = True):
     """Dropout as the network runs it: keep each element with probability 1 - p, scale by
     1/(1-p). Same distribution as F.dropout, cheaper and leaner on CPU:
 
-    - the keep mask is `uniform >= p`, a bool tensor (autograd keeps 1 byte per element, where
+    - the mask is `uniform < p`, a bool tensor (autograd keeps 1 byte per element, where
       F.dropout keeps a float mask of 4); drawing uniforms is about 2.5x faster than the
       CPU's bernoulli_;
     - the uniforms are drawn in NHWC order whatever x's memory format (into scratch on CPU),
@@ -214,8 +253,11 @@ def dropout(x, p: float, training: bool = True):
       interpreter."""
     if not training or p == 0:
         return x
-    if p >= 1:
-        return x * 0
+    return torch.where(_drop_mask(x, p), 0.0, x).mul_(_scale(p))
+
+
+def _drop_mask(x, p: float):
+    """dropout's bool mask of the elements it zeroes, shaped and laid out as x."""
     f32 = torch.float32  # uniforms in fp32 even for bf16/fp16 x: P(keep) stays 1 - p
     if x.dim() == 4:  # uniforms in NHWC order (x's own when channels_last): no reorder
         b, c, h, w = x.shape
@@ -224,7 +266,11 @@ def dropout(x, p: float, training: bool = True):
         u = torch.rand((b, h, w, c), dtype=f32, device=x.device, out=out).permute(0, 3, 1, 2)
     else:
         u = torch.rand(x.shape, dtype=f32, device=x.device)
-    return x.mul(u >= p).mul_(1 / (1 - p))
+    return u < p
+
+
+def _scale(p: float) -> float:
+    return 1 / (1 - p) if p < 1 else 0.0
 
 
 class Dropout(nn.Dropout):
