@@ -1,9 +1,17 @@
-"""The unit g of a clique update, BN -> ReLU -> conv, as one module that reads the shared
-(concatenated) weights as an argument.
+"""The unit g of a clique update, BN -> ReLU -> conv (-> dropout), as one module that reads
+the shared (concatenated) weights as an argument; BN -> ReLU -> global pool for heads; and the
+network's dropout.
 
-In training it runs as one autograd Function that keeps only its input (which the network
-holds anyway) and recomputes BN-ReLU in backward instead of storing a second full-size copy:
-the memory-lean form. Evaluation, export and torch.compile see the plain ops.
+In training each unit runs as one autograd Function written for this machine's costs:
+
+- it keeps only its inputs (which the network holds anyway) and the dropout's bool mask, and
+  recomputes the concatenation and BN-ReLU in backward (memory-efficient DenseNet's trade);
+- batch statistics come from BatchNorm's own kernel, once per update;
+- no full-size tensor is freshly allocated on CPU except the conv's input gradient, which then
+  becomes BN's input gradient in place: temporaries live in reused scratch buffers, since a
+  fresh tensor above glibc's 32 MB mmap threshold costs more in page faults than in compute.
+
+Evaluation, autocast (bf16/fp16), export and torch.compile see the plain ops.
 """
 
 from __future__ import annotations
@@ -113,31 +121,31 @@ class _BNReLUConv(torch.autograd.Function):
             grad_out, h, w, None, [1, 1], list(ctx.padding), [1, 1], False, [0, 0], 1,
             [True, True, False])
         torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0, grad_input=grad_h)
-        if len(ctx.widths) == 1:
-            grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
-                grad_h, x, weight, None, None, mean, invstd, True, ctx.eps, [True] * 3)
-            grad_xs = (grad_x,)
-        else:
-            grad_xs, grad_weight, grad_bias = _bn_backward_split(
-                grad_h, x, weight, mean, invstd, ctx.eps, ctx.widths)
+        grad_xs, grad_weight, grad_bias = _bn_backward_split(
+            grad_h, x, weight, mean, invstd, ctx.eps, ctx.widths, reuse=True)
         return (grad_weight, grad_bias, grad_w, None, None, None, None, None, None, None,
                 *grad_xs)
 
 
-def _bn_backward_split(grad_z, x, weight, mean, invstd, eps, widths):
+def _bn_backward_split(grad_z, x, weight, mean, invstd, eps, widths, reuse: bool):
     """BatchNorm's backward (given dL/dz, z = BN(x)) for x = cat of inputs `widths` wide:
     one gradient per input, and those of BN's weight and bias.
 
-    BatchNorm's kernel gives the two reductions; the input gradient, affine per channel in
-    dL/dz and x (dx = a dz + b x + c), is written input by input: tensors of one layer's size
-    that the allocator recycles, where one concatenation-sized gradient would be freshly
-    mapped (and page-faulted) at every update."""
+    BatchNorm's kernel gives the two reductions; the input gradient is affine per channel in
+    dL/dz and x (dx = a dz + b x + c), so it is written without a fresh concatenation-sized
+    tensor (which would be mapped and page-faulted at every update): over grad_z itself when
+    `reuse` (grad_z is the caller's to give away; the gradients are views of it), else input
+    by input, into tensors of one layer's size that the allocator recycles."""
     _, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
         grad_z, x, weight, None, None, mean, invstd, True, eps, [False, True, True])
     count = x.numel() // x.shape[1]
     a = weight * invstd                        # dx = a (dz - mean(dz) - xhat mean(dz xhat))
     b = -a * invstd * grad_weight / count
     c = -a * grad_bias / count - b * mean
+    if reuse:
+        torch.addcmul(c[:, None, None], grad_z, a[:, None, None], out=grad_z)
+        grad_z.addcmul_(x, b[:, None, None])
+        return torch.split(grad_z, widths, 1), grad_weight, grad_bias
     grads, start = [], 0
     for width in widths:
         part = slice(start, start + width)
@@ -216,7 +224,7 @@ class _BNReLUPool(torch.autograd.Function):
         grad_z = torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0,
                                                               grad_input=_like(x, 3))
         grad_xs, grad_weight, grad_bias = _bn_backward_split(grad_z, x, weight, mean, invstd,
-                                                             ctx.eps, ctx.widths)
+                                                             ctx.eps, ctx.widths, reuse=False)
         return grad_weight, grad_bias, None, None, None, None, *grad_xs
 
 
@@ -262,7 +270,7 @@ def _drop_mask(x, p: float):
     if x.dim() == 4:  # uniforms in NHWC order (x's own when channels_last): no reorder
         b, c, h, w = x.shape
         out = _scratch.get(2, (b, h, w, c), f32, x.device, False) \
-            if x.device.type == "cpu" else None
+            if x.device.type == "cpu" and not torch.compiler.is_compiling() else None
         u = torch.rand((b, h, w, c), dtype=f32, device=x.device, out=out).permute(0, 3, 1, 2)
     else:
         u = torch.rand(x.shape, dtype=f32, device=x.device)
