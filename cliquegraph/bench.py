@@ -369,11 +369,16 @@ def machine(device: str, threads: int) -> dict:
 
 
 def measure(spec, overrides=None, *, variants=VARIANTS, batch=16, steps=5, warmup=2,
-            device="cpu", threads=None, memory_efficient=True, timeout=None,
+            device="cpu", threads=None, memory_efficient=True, timeout=None, rounds=1,
             on_result=None) -> dict:
     """Bench `variants` of a spec, each in its own process. SpecError for a bad spec; a variant
     that cannot run or whose worker dies gets {"failed": True, "error": reason}.
-    on_result(name, record) is called as each variant finishes (for progress)."""
+
+    With rounds > 1 every variant runs once per round, in a fresh process each time, the order
+    reversed every other round, so that a machine whose speed drifts during the run (a shared
+    host) does not favour whichever variant ran first; a variant's step_ms is then the median
+    of its rounds' medians and peak_mb the largest peak of any round.
+    on_result(name, record, round) is called as each run finishes (for progress)."""
     from .elaborate import elaborate
     overrides = dict(overrides or {})
     net = elaborate(spec, overrides)          # SpecError here, before any worker starts
@@ -382,28 +387,52 @@ def measure(spec, overrides=None, *, variants=VARIANTS, batch=16, steps=5, warmu
            "steps": steps, "warmup": warmup, "device": device, "threads": threads,
            "memory_efficient": memory_efficient}
     host = machine(device, threads)           # the load average before we add to it
-    results = {}
-    for name in variants:
-        record = None
-        if name == ORIGINAL:
-            try:
-                with torch.device("meta"):  # shapes only: the check is free
-                    original_from_ir(net)
-            except ValueError as exc:
-                record = {"error": str(exc)}
-        if record is None:
+    runs = {name: [] for name in variants}
+    cannot = {}
+    if ORIGINAL in runs:
+        try:
+            with torch.device("meta"):  # shapes only: the check is free
+                original_from_ir(net)
+        except ValueError as exc:
+            cannot[ORIGINAL] = {"error": str(exc), "failed": True}
+    for r in range(rounds):
+        for name in (variants if r % 2 == 0 else variants[::-1]):
+            if name in cannot or any(rec.get("failed") for rec in runs[name]):
+                continue
             record = run_isolated(dict(job, variant=name), timeout)
-        if "error" in record:
-            record["failed"] = True
-        results[name] = record
-        if on_result:
-            on_result(name, record)
+            if "error" in record:
+                record["failed"] = True
+            runs[name].append(record)
+            if on_result:
+                on_result(name, record, r)
+    results = {name: cannot.get(name) or _merge(runs[name]) for name in variants}
     add_ratios(results)
     return {"spec": spec, "network": net.name, "overrides": overrides, "batch": batch,
-            "steps": steps, "warmup": warmup, "device": device, "threads": threads,
-            "memory_efficient": bool(memory_efficient),
+            "steps": steps, "warmup": warmup, "rounds": rounds, "device": device,
+            "threads": threads, "memory_efficient": bool(memory_efficient),
             "input_shape": list(net.input_shape), "variants": results,
             "machine": host}
+
+
+def _merge(records: list) -> dict:
+    """One variant's record from its rounds (a failed round fails the variant)."""
+    failed = [r for r in records if r.get("failed")]
+    if failed:
+        return failed[0]
+    if len(records) == 1:
+        return records[0]
+    merged = dict(records[0])
+    step = statistics.median(r["step_ms"] for r in records)
+    merged.update(step_ms=step, images_per_second=records[0]["images_per_second"]
+                  * records[0]["step_ms"] / step,
+                  peak_mb=max(r["peak_mb"] for r in records),
+                  baseline_mb=statistics.median(r["baseline_mb"] for r in records),
+                  step_ms_rounds=[r["step_ms"] for r in records],
+                  peak_mb_rounds=[r["peak_mb"] for r in records],
+                  step_ms_all=[t for r in records for t in r["step_ms_all"]])
+    if "reserved_mb" in merged:
+        merged["reserved_mb"] = max(r["reserved_mb"] for r in records)
+    return merged
 
 
 def add_ratios(results: dict) -> None:
@@ -436,7 +465,10 @@ def header(result: dict) -> str:
     lines = [f"spec {result['spec']} ({result['network']}, input "
              f"{'x'.join(map(str, result['input_shape']))})  overrides: {sets}",
              f"batch {result['batch']}  steps {result['steps']} (median, after "
-             f"{result['warmup']} warm-up)  device {result['device']}  threads "
+             f"{result['warmup']} warm-up)" + (
+                 f" x {result['rounds']} rounds (median of medians; peak: largest)"
+                 if result.get("rounds", 1) > 1 else "")
+             + f"  device {result['device']}  threads "
              f"{result['threads']}  torch {m['torch']}  memory-efficient: {me_text}",
              f"CPU {m['cpu']} ({m['cores']} cores" + (
                  f", load average {m['load_average']:.1f} at the start)"

@@ -1,8 +1,9 @@
 """`cliquegraph bench SPEC [--set ...] [--batch B] [--steps N] [--warmup W] [--device cpu|cuda]
-[--variants default,original_style,naive,conv_floor] [--[no-]memory-efficient] [--threads N] [--json]`
+[--variants default,original_style,naive,conv_floor] [--[no-]memory-efficient] [--threads N]
+[--rounds R] [--json]`
 (registered by cli.py; torch is imported only when the command runs).
 
-    cliquegraph bench specs/cliquenet-cifar.clq --batch 64 --steps 5 --warmup 2
+    cliquegraph bench specs/cliquenet-cifar.clq --batch 64 --rounds 3
     cliquegraph bench specs/s3.clq --batch 16 --steps 2 --warmup 1 --json
 
 Exit codes: 0 measured, 1 a spec error or every variant failed, 2 usage.
@@ -34,6 +35,9 @@ def register(sub, add_set):
                    help="timed steps; the median is reported (default 5)")
     p.add_argument("--warmup", type=count, default=2, metavar="W",
                    help="untimed steps first (default 2)")
+    p.add_argument("--rounds", type=positive_int, default=1, metavar="R",
+                   help="run every variant R times, alternating, each in a fresh process: "
+                        "median of medians (default 1; use 3 or more on a shared machine)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="torch threads (default: the cores this process may use)")
@@ -62,18 +66,19 @@ def run(args) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here")
 
-    def progress(name, record):
+    def progress(name, record, round_):
+        where = f" (round {round_ + 1}/{args.rounds})" if args.rounds > 1 else ""
         if record.get("failed"):
-            print(f"bench: {name}: failed: {record['error']}", file=sys.stderr)
+            print(f"bench: {name}{where}: failed: {record['error']}", file=sys.stderr)
         else:
-            print(f"bench: {name}: {record['step_ms']:.1f} ms/step, peak "
+            print(f"bench: {name}{where}: {record['step_ms']:.1f} ms/step, peak "
                   f"{record['peak_mb']:.0f} MB", file=sys.stderr)
 
     result = bench.measure(args.spec, overrides, variants=list(dict.fromkeys(variants)),
                            batch=args.batch, steps=args.steps, warmup=args.warmup,
                            device=args.device, threads=args.threads,
                            memory_efficient=args.memory_efficient, timeout=args.timeout,
-                           on_result=progress)
+                           rounds=args.rounds, on_result=progress)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -135,3 +135,32 @@ def test_conv_floor_runs_every_update_of_the_schedule():
     updates = sum(len(schedule(b).updates) for b in net.blocks)
     # stem conv, one conv per update, one conv per transition, the fc
     assert len(bench.conv_shapes(net)) == 1 + updates + len(net.transitions) + 1
+
+
+def test_rounds_alternate_fresh_processes_and_take_the_median(monkeypatch):
+    """--rounds R: each variant once per round, order reversed every other round; step_ms is
+    the median of the rounds' medians, peak_mb the largest peak."""
+    calls = []
+    fake = {("default", 0): 30.0, ("default", 1): 10.0, ("default", 2): 20.0,
+            ("conv_floor", 0): 5.0, ("conv_floor", 1): 7.0, ("conv_floor", 2): 6.0}
+
+    def run_isolated(job, timeout=None):
+        name = job["variant"]
+        r = sum(1 for c in calls if c == name)
+        calls.append(name)
+        step = fake[(name, r)]
+        return {"step_ms": step, "images_per_second": 4 / (step / 1e3), "baseline_mb": 100.0,
+                "peak_mb": 200.0 + step, "step_ms_all": [step], "params": 1, "threads": 1}
+
+    monkeypatch.setattr(bench, "run_isolated", run_isolated)
+    seen = []
+    result = bench.measure(CIFAR, {"k": "4", "T": "6"}, variants=["default", "conv_floor"],
+                           batch=4, rounds=3, on_result=lambda n, rec, r: seen.append((n, r)))
+    assert calls == ["default", "conv_floor", "conv_floor", "default", "default", "conv_floor"]
+    assert seen == [("default", 0), ("conv_floor", 0), ("conv_floor", 1), ("default", 1),
+                    ("default", 2), ("conv_floor", 2)]
+    d = result["variants"]["default"]
+    assert d["step_ms"] == 20.0 and d["step_ms_rounds"] == [30.0, 10.0, 20.0]
+    assert d["peak_mb"] == 230.0 and d["images_per_second"] == pytest.approx(200.0)
+    assert d["vs_conv_floor"] == pytest.approx(20.0 / 6.0)
+    assert result["rounds"] == 3 and "3 rounds" in bench.table(result)

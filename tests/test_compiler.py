@@ -393,3 +393,30 @@ def test_dropout_keeps_one_minus_p_scaled_and_the_same_mask_in_either_layout():
     half = dropout(x.detach().bfloat16(), 0.2)  # fp32 uniforms: bf16's 8 bits would keep 0.797
     assert half.dtype == torch.bfloat16 and abs(half.ne(0).double().mean().item() - 0.8) < 0.01
     assert isinstance(Dropout(0.2), torch.nn.Dropout) and not Dropout(0.2).eval()(x).ne(x).any()
+
+
+def test_lean_units_hand_out_no_scratch_memory(tmp_path):
+    """Outputs, input gradients and parameter gradients never live in the units' reused CPU
+    scratch (a later update would overwrite them); release_scratch frees it."""
+    from cliquegraph import units
+    gm = lower(elaborate(tiny_spec(tmp_path, n=3, k=3, dropout="dropout 0.3",
+                                   tdropout="dropout 0.3", scales="all"))).train()
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    outputs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(o))
+             for m in gm.modules() if isinstance(m, (units.BNReLUConv, units.BNReLUPool))]
+    gm(x).square().sum().backward()
+    for h in hooks:
+        h.remove()
+    buffers = list(units._scratch.buffers.values())
+    assert buffers, "the lean path used no scratch"
+
+    def in_scratch(t):
+        lo = t.untyped_storage().data_ptr()
+        return any(b.untyped_storage().data_ptr() <= lo < b.untyped_storage().data_ptr()
+                   + b.untyped_storage().nbytes() for b in buffers)
+
+    handed_out = outputs + [x.grad] + [p.grad for p in gm.parameters() if p.grad is not None]
+    assert len(outputs) > 10 and not any(in_scratch(t) for t in handed_out)
+    units.release_scratch()
+    assert not units._scratch.buffers
