@@ -420,3 +420,29 @@ def test_lean_units_hand_out_no_scratch_memory(tmp_path):
     assert len(outputs) > 10 and not any(in_scratch(t) for t in handed_out)
     units.release_scratch()
     assert not units._scratch.buffers
+
+
+def test_plain_training_path_equals_the_lean_one(tmp_path, monkeypatch):
+    """Under autocast or torch.compile the units train with plain ops: same outputs, gradients
+    and dropout masks as the hand-written lean path."""
+    from cliquegraph import units
+    path = tiny_spec(tmp_path, n=3, k=3, bottleneck="bottleneck 5", dropout="dropout 0.3",
+                     tdropout="dropout 0.3", compression="bn relu conv 1x1 max(1, C // 2)")
+    gm = lower(elaborate(path)).double().train()
+    _randomise_bn(gm)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+
+    def run():
+        torch.manual_seed(5)
+        out = gm(x)
+        return [out, *torch.autograd.grad(out.square().sum(), list(gm.parameters()),
+                                          allow_unused=True)]
+
+    lean = run()
+    monkeypatch.setattr(units, "_lean", lambda bn, t: False)
+    plain = run()
+    assert len(lean) == len(plain) > 20
+    for a, b in zip(lean, plain):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
