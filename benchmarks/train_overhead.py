@@ -111,8 +111,11 @@ def main():
     p.add_argument("--spec", default=SPEC, help="the overhead part's spec")
     p.add_argument("--set", action="append", default=None, metavar="NAME=VALUE",
                    help="for both parts; default: the main job's k=12, T=6")
-    p.add_argument("--epochs", type=int, default=3, help="per side and round (overhead)")
+    p.add_argument("--epochs", type=int, default=3,
+                   help="per side and round (overhead; at least 2: the first warms up)")
     args = p.parse_args()
+    if args.epochs < 2 and args.part != "digits":
+        p.error("--epochs must be at least 2: the first epoch of each side is a warm-up")
     sets = args.set if args.set is not None else MAIN_JOB[1::2]
     params = parse_sets(sets)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
