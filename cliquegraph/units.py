@@ -29,8 +29,8 @@ class _Scratch(threading.local):
     concatenated input and the recomputed BN-ReLU activation.
 
     On CPU, tensors this large are mmapped fresh on every allocation and the kernel's page
-    faults cost more than the kernel itself (a 113 MB cat: 40 ms fresh, about 6 ms into a
-    buffer already touched). Each thread keeps one flat buffer per slot, grown to the
+    faults cost more than the kernel itself (a 113 MB cat: 40 ms fresh, 16 ms into a buffer
+    already touched). Each thread keeps one flat buffer per slot, grown to the
     largest request; a unit's temporaries are views of it. `release_scratch()` frees them."""
 
     def __init__(self):
@@ -86,9 +86,9 @@ class _BNReLUConv(torch.autograd.Function):
     `keep_cat` is false, the concatenation too) from what the network holds anyway.
 
     Few full-size tensors are allocated: with `keep_cat` false forward concatenates into
-    scratch and writes BN-ReLU over it; backward recomputes both into scratch, masks the ReLU
-    in place in the conv's input gradient and writes BN's input gradient input by input.
-    Dropout masks the conv's output in place and keeps its bool mask."""
+    scratch and writes BN-ReLU over it; backward recomputes both into scratch, then writes the
+    ReLU mask and BN's input gradient over the conv's input gradient (the inputs' gradients
+    are views of it). Dropout masks the conv's output in place and keeps its bool mask."""
 
     @staticmethod
     def forward(ctx, weight, bias, w, running_mean, running_var, momentum, eps, padding,
