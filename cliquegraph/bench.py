@@ -405,7 +405,7 @@ def measure(spec, overrides=None, *, variants=VARIANTS, batch=16, steps=5, warmu
             runs[name].append(record)
             if on_result:
                 on_result(name, record, r)
-    results = {name: cannot.get(name) or _merge(runs[name]) for name in variants}
+    results = {name: cannot.get(name) or _merge(runs[name], batch) for name in variants}
     add_ratios(results)
     return {"spec": spec, "network": net.name, "overrides": overrides, "batch": batch,
             "steps": steps, "warmup": warmup, "rounds": rounds, "device": device,
@@ -414,7 +414,7 @@ def measure(spec, overrides=None, *, variants=VARIANTS, batch=16, steps=5, warmu
             "machine": host}
 
 
-def _merge(records: list) -> dict:
+def _merge(records: list, batch: int) -> dict:
     """One variant's record from its rounds (a failed round fails the variant)."""
     failed = [r for r in records if r.get("failed")]
     if failed:
@@ -423,8 +423,7 @@ def _merge(records: list) -> dict:
         return records[0]
     merged = dict(records[0])
     step = statistics.median(r["step_ms"] for r in records)
-    merged.update(step_ms=step, images_per_second=records[0]["images_per_second"]
-                  * records[0]["step_ms"] / step,
+    merged.update(step_ms=step, images_per_second=batch / (step / 1e3),
                   peak_mb=max(r["peak_mb"] for r in records),
                   baseline_mb=statistics.median(r["baseline_mb"] for r in records),
                   step_ms_rounds=[r["step_ms"] for r in records],

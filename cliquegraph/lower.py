@@ -5,8 +5,9 @@ stage that uses it. Each update is the paper's unit g (module `block1.g_s2_x3`, 
 (stage, update), or per layer for all loop stages with `bn shared`): BN-ReLU over the update's
 inputs and one conv with the matching W_ij concatenated along their input channels — one conv
 per update, not per edge, with the block's dropout folded in; in training g recomputes
-BN-ReLU in backward rather than keeping a second copy (cliquegraph/units.py). Nodes carry the paper's names, so `print(gm.code)` reads
-like Table 1: `b1_x3_s2 = self.block1.g_s2_x3(b1_w_x3_s2, b1_x4_s1, b1_x5_s1, b1_x1_s2, ...)`.
+BN-ReLU in backward rather than keeping a second copy (cliquegraph/units.py). Nodes carry the
+paper's names, so `print(gm.code)` reads like Table 1:
+`b1_x3_s2 = self.block1.g_s2_x3(b1_w_x3_s2, b1_x4_s1, b1_x5_s1, b1_x1_s2, ...)`.
 """
 
 from __future__ import annotations

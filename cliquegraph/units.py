@@ -57,28 +57,29 @@ def release_scratch():
     _scratch.buffers.clear()
 
 
+def _buffer(slot: int, shape, dtype, device, nhwc: bool = False):
+    """An uninitialised tensor: a view of this thread's scratch on CPU, else a fresh one."""
+    if device.type == "cpu" and not torch.compiler.is_compiling():
+        return _scratch.get(slot, shape, dtype, device, nhwc)
+    return torch.empty(shape, dtype=dtype, device=device,
+                       memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+
+
+def _nhwc(x) -> bool:
+    return (x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
 def _cat(xs, slot):
-    """cat(xs, 1), into a scratch buffer on CPU (the result must not outlive the unit)."""
+    """cat(xs, 1) into scratch (the result must not outlive the unit)."""
     x0 = xs[0]
-    if x0.device.type != "cpu":
-        return torch.cat(xs, 1)
     shape = (x0.shape[0], sum(t.shape[1] for t in xs), *x0.shape[2:])
-    nhwc = x0.dim() == 4 and _format(x0) is torch.channels_last
-    return torch.cat(xs, 1, out=_scratch.get(slot, shape, x0.dtype, x0.device, nhwc))
+    return torch.cat(xs, 1, out=_buffer(slot, shape, x0.dtype, x0.device, _nhwc(x0)))
 
 
 def _like(x, slot):
-    """An uninitialised tensor shaped and laid out like x, from scratch on CPU."""
-    if x.device.type != "cpu":
-        return torch.empty_like(x)
-    return _scratch.get(slot, tuple(x.shape), x.dtype, x.device,
-                        x.dim() == 4 and _format(x) is torch.channels_last)
-
-
-def _format(x):
-    return torch.channels_last if (x.dim() == 4 and not x.is_contiguous()
-                                   and x.is_contiguous(memory_format=torch.channels_last)) \
-        else torch.contiguous_format
+    """Scratch shaped and laid out like x."""
+    return _buffer(slot, tuple(x.shape), x.dtype, x.device, _nhwc(x))
 
 
 class _BNReLUConv(torch.autograd.Function):
@@ -93,19 +94,19 @@ class _BNReLUConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight, bias, w, running_mean, running_var, momentum, eps, padding,
                 keep_cat, p, *xs):
-        if len(xs) == 1:
-            x = xs[0]
+        scratch = len(xs) > 1 and not keep_cat  # x is this call's scratch: overwrite it
+        if scratch:
+            x = _cat(xs, 0)
         else:
-            x = _cat(xs, 0) if not keep_cat else torch.cat(xs, 1)
+            x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
         mean, invstd = _batch_stats(x, running_mean, running_var, momentum, eps)
-        in_place = len(xs) > 1 and not keep_cat  # x is scratch: overwrite it
-        h = _affine_relu(x, weight, bias, mean, invstd, out=x if in_place else None)
+        h = _affine_relu(x, weight, bias, mean, invstd, out=x if scratch else None)
         out = F.conv2d(h, w, None, 1, padding)
         drop = None
         if p > 0:  # in place on the conv's output (a bool mask; mul would make it float)
             drop = _drop_mask(out, p)
             out.masked_fill_(drop, 0).mul_(_scale(p))
-        saved = (x,) if keep_cat or len(xs) == 1 else xs
+        saved = xs if scratch else (x,)
         ctx.save_for_backward(weight, bias, w, mean, invstd, drop, *saved)
         ctx.padding, ctx.eps, ctx.p, ctx.widths = padding, eps, p, [t.shape[1] for t in xs]
         return out
@@ -269,9 +270,7 @@ def _drop_mask(x, p: float):
     f32 = torch.float32  # uniforms in fp32 even for bf16/fp16 x: P(keep) stays 1 - p
     if x.dim() == 4:  # uniforms in NHWC order (x's own when channels_last): no reorder
         b, c, h, w = x.shape
-        out = _scratch.get(2, (b, h, w, c), f32, x.device, False) \
-            if x.device.type == "cpu" and not torch.compiler.is_compiling() else None
-        u = torch.rand((b, h, w, c), dtype=f32, device=x.device, out=out).permute(0, 3, 1, 2)
+        u = _buffer(2, (b, h, w, c), f32, x.device).uniform_().permute(0, 3, 1, 2)
     else:
         u = torch.rand(x.shape, dtype=f32, device=x.device)
     return u < p
