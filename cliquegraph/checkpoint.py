@@ -8,21 +8,31 @@ A file written by `compile --save` or by the runner is a plain dict, loadable wi
     spec_text   the network and its ancestors as one self-contained .clq text
     params      {name: .clq text} overrides it was built with
     state_dict  the module's state_dict
+    digest      SHA-256 over everything else (see content_digest)
 The runner adds its own keys (optimizer, scheduler, epoch, ...) beside these.
+
+torch does not check the zip's CRCs when it loads, so bytes flipped on disk or in a copy would
+load as other weights; the digest is what catches them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import stat
 
 import torch
 
 from .atomic import write_atomic
+from .errors import UserError
 
 FORMAT = "cliquegraph/1"
+_ZIP_MAGIC = b"PK\x03\x04"
+_REQUIRED = {"network": str, "spec_text": str, "params": dict, "state_dict": dict}
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not fit: one-paragraph message for users."""
 
 
@@ -35,8 +45,41 @@ def payload(gm, spec_path, params) -> dict:
             "params": texts, "state_dict": gm.state_dict()}
 
 
+def content_digest(obj: dict) -> str:
+    """SHA-256 of a checkpoint's content (every key but `digest`), independent of how torch
+    lays it out in the file."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in obj.items() if k != "digest"})
+    return h.hexdigest()
+
+
+def _feed(h, v) -> None:
+    if isinstance(v, torch.Tensor):
+        t = v.detach().to("cpu").contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(v, dict):
+        h.update(f"D{len(v)}:".encode())
+        for key in sorted(v, key=lambda k: (type(k).__name__, repr(k))):
+            _feed(h, key)
+            _feed(h, v[key])
+    elif isinstance(v, (list, tuple)):
+        h.update(f"{'L' if isinstance(v, list) else 'U'}{len(v)}:".encode())
+        for item in v:
+            _feed(h, item)
+    elif isinstance(v, float):
+        h.update(f"F{v.hex()};".encode())
+    elif isinstance(v, bytes):
+        h.update(f"B{len(v)}:".encode() + v)
+    else:  # str, int, bool, None: their repr is exact
+        text = repr(v)
+        h.update(f"{type(v).__name__}{len(text)}:{text}".encode())
+
+
 def save_atomic(obj, path) -> None:
-    """torch.save, written whole or not at all (cliquegraph.atomic)."""
+    """torch.save with a digest, written whole or not at all (cliquegraph.atomic); a failed
+    write raises OSError (ENOSPC for a full disk) and leaves the previous file as it was."""
+    obj = {**obj, "digest": content_digest(obj)}
     write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -45,25 +88,99 @@ def save(gm, spec_path, params, path) -> None:
 
 
 def read(path) -> dict:
+    """A checkpoint's dict, checked: a readable torch file of plain data, our format, the
+    fields a module needs, and a digest that matches. Anything else is a CheckpointError."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise CheckpointError(f"{path}: no such checkpoint file" if not os.path.lexists(path)
+                              else f"{path}: cannot read it ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{path}: not a checkpoint file (a "
+                              f"{'folder' if stat.S_ISDIR(mode) else 'special file'})")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror})") from None
+    if not head.startswith(_ZIP_MAGIC):
+        raise CheckpointError(_not_a_checkpoint(path, head))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
+        raise CheckpointError(_unreadable(path, exc)) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cliquegraph checkpoint (written by "
                               "`cliquegraph compile --save` or the runner)")
+    require(obj, path, _REQUIRED)
+    bad = [k for k, v in obj["state_dict"].items()
+           if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad or not all(isinstance(k, str) and isinstance(v, str)
+                      for k, v in obj["params"].items()):
+        what = "state_dict" if bad else "params"
+        raise CheckpointError(f"{path}: a damaged cliquegraph checkpoint: its {what} is not "
+                              f"a mapping of names to {'tensors' if bad else 'texts'}")
+    digest = obj.get("digest")
+    if digest is not None and digest != content_digest(obj):
+        raise CheckpointError(f"{path}: damaged: its content does not match the SHA-256 "
+                              "digest written with it (bytes changed on disk or in a copy)")
     return obj
+
+
+def require(obj: dict, path, fields: dict) -> None:
+    """Each of `fields` ({key: type}) present in `obj` with that type, or a CheckpointError
+    naming the first that is not."""
+    for key, kind in fields.items():
+        if key not in obj:
+            raise CheckpointError(f"{path}: a damaged cliquegraph checkpoint: it has no "
+                                  f"{key!r}")
+        value = obj[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CheckpointError(f"{path}: a damaged cliquegraph checkpoint: its {key!r} is "
+                                  f"a {type(value).__name__}, not a {kind.__name__}")
+
+
+def _not_a_checkpoint(path: str, head: bytes) -> str:
+    where = "checkpoints are the last.pt and best.pt of a run, or a `compile --save` file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and re.search(r"^\s*(network|include)\b", text, re.M):
+        return (f"{path} is a .clq spec, not a checkpoint ({where}); to train it: "
+                f"cliquegraph train {path} --train DATASET")
+    kind = ("an empty file" if not head else "a text file" if text is not None
+            else "not a torch zip archive")
+    return f"{path}: not a readable checkpoint ({kind}; {where})"
+
+
+def _unreadable(path: str, exc: Exception) -> str:
+    msg = str(exc)
+    if isinstance(exc, RuntimeError) and ("zip archive" in msg or "central directory" in msg):
+        return (f"{path}: truncated or damaged (its zip archive is incomplete: a copy or a "
+                "write cut short?)")
+    found = re.search(r"GLOBAL ([\w.]+)", msg)
+    if "Weights only load failed" in msg or found:
+        name = f" ({found.group(1)})" if found else ""
+        return (f"{path}: holds Python objects{name} besides tensors and plain data; "
+                "cliquegraph never unpickles those (its checkpoints hold only tensors, numbers, "
+                "strings, lists and dicts)")
+    first = (msg.splitlines() or ["corrupt"])[0][:200]
+    return f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})"
+
+
+def network_of(obj: dict, path="<checkpoint>"):
+    """The IR network a checkpoint was built from (its own spec text and params)."""
+    from .elaborate import elaborate
+    return elaborate(obj.get("spec_path") or os.fspath(path), obj["params"],
+                     text=obj["spec_text"])
 
 
 def rebuild(obj, path="<checkpoint>"):
     """The module a checkpoint describes, with its weights loaded."""
-    from .elaborate import elaborate
     from .lower import lower
-    net = elaborate(obj["spec_path"], obj["params"], text=obj["spec_text"])
+    net = network_of(obj, path)
     gm = lower(net)
     gm.meta["cliquegraph"]["params"] = dict(obj["params"])
     load_state(gm, obj["state_dict"], path)

@@ -51,3 +51,9 @@ def did_you_mean(word: str, choices) -> str | None:
     if not close:
         return None
     return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+class UserError(Exception):
+    """A problem in what the user gave (data, a checkpoint, a run folder, a machine too small):
+    its message is one paragraph for users. The CLI prints it and exits 1; subclasses live with
+    the code that raises them (DataError, CheckpointError, TrainError, ...)."""

@@ -330,7 +330,7 @@ def test_resuming_with_another_spec_is_refused(capsys, tiny, full_run, tmp_path)
     out.mkdir()
     shutil.copy(full_run / "last.pt", out / "last.pt")
     code, _, err = train(capsys, tiny, out, *EPOCHS, "--resume", "--set", "k=4")
-    assert code == 1 and "do not fit this spec" in err and "block1" in err
+    assert code == 1 and "param k = 4, the run's is 6" in err
 
 
 def test_an_existing_run_is_not_overwritten(capsys, tiny, full_run):
@@ -350,6 +350,7 @@ def test_resume_keeps_the_saved_recipe(capsys, tiny, full_run, tmp_path):
 
 def test_eval_refuses_weights_of_another_spec(capsys, full_run, tmp_path):
     ckpt = load(full_run / "last.pt")
+    ckpt.pop("digest")  # edited by hand: no longer the content it was written with
     ckpt["params"] = {"k": "4"}  # the weights are k=6's
     bad = tmp_path / "bad.pt"
     torch.save(ckpt, bad)
@@ -412,3 +413,254 @@ def test_ctrl_c_leaves_a_message_not_a_traceback(tiny, tmp_path):
         pytest.fail(f"no exit 180 s after SIGINT; stderr:\n{err[-2000:]}")
     assert proc.returncode == 130
     assert "interrupted" in err and "Traceback" not in err
+
+
+# ---- issue 10: nothing lost, nothing silently changed, one paragraph for every bad input ------
+
+def run_copy(full_run, tmp_path, *names):
+    """A copy of the full run's folder with only `names` in it."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in names:
+        shutil.copy(full_run / name, out / name)
+    return out
+
+
+@pytest.mark.parametrize("kept", [("best.pt",), ("metrics.jsonl",), ("best.pt", "metrics.jsonl")])
+def test_a_run_without_last_pt_is_not_overwritten(capsys, tiny, full_run, tmp_path, kept):
+    out = run_copy(full_run, tmp_path, *kept)
+    before = {name: (out / name).read_bytes() for name in kept}
+    code, _, err = train(capsys, tiny, out, *EPOCHS)
+    assert code == 1 and "already holds a run" in err and "--resume" in err
+    assert {name: (out / name).read_bytes() for name in kept} == before
+
+
+def test_resume_without_last_pt_continues_from_best_pt(capsys, tiny, full_run, tmp_path):
+    out = run_copy(full_run, tmp_path, "best.pt", "metrics.jsonl")
+    best_epoch = load(out / "best.pt")["epoch"]
+    code, stdout, err = train(capsys, tiny, out, *EPOCHS, "--resume")
+    assert code == 0 and "no last.pt" in err and f"epoch {best_epoch}" in err
+    assert numbers(metrics(out)) == numbers(metrics(full_run))
+
+
+def test_resume_with_metrics_but_no_checkpoint_says_why_not(capsys, tiny, full_run, tmp_path):
+    out = run_copy(full_run, tmp_path, "metrics.jsonl")
+    code, _, err = train(capsys, tiny, out, *EPOCHS, "--resume")
+    assert code == 1 and "no checkpoint" in err
+    assert len(metrics(out)) == 4
+
+
+def flip(path, at, count=64):
+    data = bytearray(path.read_bytes())
+    data[at:at + count] = bytes(b ^ 0xFF for b in data[at:at + count])
+    path.write_bytes(bytes(data))
+
+
+def tensor_record_offset(path):
+    """Where the bytes of the largest tensor record of a torch zip begin."""
+    import zipfile
+    with zipfile.ZipFile(path) as zf:
+        info = max((i for i in zf.infolist() if "/data/" in i.filename),
+                   key=lambda i: i.file_size)
+    # local header: 30 bytes + name + extra field, then the stored bytes
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset + 26)
+        name_len, extra_len = (int.from_bytes(fh.read(2), "little") for _ in range(2))
+    return info.header_offset + 30 + name_len + extra_len + 8
+
+
+def test_flipped_bytes_in_last_pt_are_refused_and_best_pt_named(capsys, tiny, full_run,
+                                                               tmp_path):
+    out = run_copy(full_run, tmp_path, "last.pt", "best.pt", "metrics.jsonl")
+    flip(out / "last.pt", tensor_record_offset(out / "last.pt"))
+    before = (out / "metrics.jsonl").read_bytes()
+    code, _, err = train(capsys, tiny, out, *EPOCHS, "--epochs", "5", "--resume")
+    assert code == 1 and "last.pt" in err and "digest" in err
+    assert "best.pt is intact" in err and "Traceback" not in err
+    assert (out / "metrics.jsonl").read_bytes() == before
+    assert cli.main(["eval", str(out / "last.pt"), "--device", "cpu"]) == 1
+    assert "digest" in capsys.readouterr().err
+    flip(out / "best.pt", tensor_record_offset(out / "best.pt"))
+    code, _, err = train(capsys, tiny, out, *EPOCHS, "--resume")
+    assert code == 1 and "best.pt is damaged too" in err
+
+
+@pytest.mark.parametrize("change, named", [
+    (["--set", "dropout=0.5"], "param dropout = 0.5"),
+    (["--seed", "3"], "--seed 3"),
+])
+def test_resume_refuses_changes_that_break_exactness(capsys, tiny, full_run, tmp_path, change,
+                                                     named):
+    out = run_copy(full_run, tmp_path, "last.pt", "metrics.jsonl")
+    code, _, err = train(capsys, tiny, out, "--epochs", "5", "--resume", *change)
+    assert code == 1 and named in err and "would not continue" in err
+    assert len(metrics(out)) == 4
+
+
+def test_resume_refuses_a_spec_that_differs_only_in_input_size(capsys, tiny, full_run,
+                                                               tmp_path):
+    out = run_copy(full_run, tmp_path, "last.pt", "metrics.jsonl")
+    other = tmp_path / "tiny16.clq"
+    other.write_text(TINY.replace("input 1x8x8", "input 1x16x16"))
+    code, _, err = train(capsys, str(other), out, "--epochs", "5", "--resume")
+    assert code == 1 and "input is 1x16x16" in err and "1x8x8" in err
+
+
+def test_resume_with_more_epochs_says_the_milestones_stay_and_records_it(capsys, tiny, full_run,
+                                                                        tmp_path):
+    out = run_copy(full_run, tmp_path, "last.pt", "metrics.jsonl")
+    code, _, err = train(capsys, tiny, out, "--epochs", "6", "--resume")
+    assert code == 0 and "still drops after epochs 2, 3" in err
+    rows = [json.loads(line) for line in (out / "resumes.jsonl").read_text().splitlines()]
+    assert rows == [dict(rows[0], after_epoch=4, changes={"epochs": [4, 6]})]
+    assert [m["lr"] for m in metrics(out)][4:] == pytest.approx([0.001, 0.001])
+
+
+def test_stale_temp_files_of_a_killed_write_are_removed(capsys, tiny, full_run, tmp_path):
+    out = run_copy(full_run, tmp_path, "last.pt", "metrics.jsonl")
+    stale = [out / ".tmp-abc123-last.pt", out / ".tmp-x9-metrics.jsonl"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    mine = out / ".tmp-notes.txt"  # not one of the runner's
+    mine.write_text("keep")
+    code, _, err = train(capsys, tiny, out, *EPOCHS, "--resume")
+    assert code == 0 and "removed 2 unfinished temporary files" in err
+    assert not any(p.exists() for p in stale) and mine.exists()
+
+
+def test_a_truncated_last_pt_says_so_and_points_at_best_pt(capsys, tiny, full_run, tmp_path):
+    out = run_copy(full_run, tmp_path, "last.pt", "best.pt", "metrics.jsonl")
+    data = (out / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(data[:len(data) // 2])
+    code, _, err = train(capsys, tiny, out, *EPOCHS, "--resume")
+    assert code == 1 and "truncated" in err and "best.pt is intact" in err
+
+
+def test_a_full_disk_is_named_in_words(capsys, tiny, tmp_path, monkeypatch):
+    """torch reports ENOSPC from its zip writer as '[enforce fail ...] unexpected pos'."""
+    import collections
+    real_save = torch.save
+
+    def save(obj, path, *args, **kwargs):
+        if "epoch" in obj and obj["epoch"] >= 2:
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos "
+                               "4480 vs 4374")
+        return real_save(obj, path, *args, **kwargs)
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, 1 << 30, 4096))
+    code, _, err = train(capsys, tiny, tmp_path / "run", *EPOCHS)
+    monkeypatch.undo()
+    assert code == 1 and "No space left on device (the file system at" in err
+    assert "is full) writing" in err and "last.pt" in err
+    assert "epoch 1" in err and "is intact" in err and "enforce" not in err
+    assert load(tmp_path / "run" / "last.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--momentum", "0"], "Nesterov needs a momentum above 0"),
+    (["--momentum", "-1"], "--momentum: must be in [0, 1)"),
+    (["--weight-decay", "-1"], "--weight-decay: must be 0 or more"),
+    (["--seed", "1e23"], "--seed: not a whole number"),
+    (["--seed", "100000000000000000000000"], "--seed: must be in 0..2**63-1"),
+    (["--gamma", "1e308", "--milestones", "1"], "--gamma: must be in (0, 1]"),
+    (["--lr", "inf"], "--lr: must be a finite number"),
+])
+def test_bad_recipe_options_are_usage_errors(capsys, tiny, tmp_path, args, says):
+    try:  # argparse's own errors leave through SystemExit, ours through main's return
+        code, _, err = train(capsys, tiny, tmp_path / "run", *args)
+    except SystemExit as exc:
+        code, err = exc.code, capsys.readouterr().err
+    assert code == 2 and says in err and "Traceback" not in err
+    assert err.startswith("usage: cliquegraph train SPEC") and err.count("\n") == 2
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_end_of_training_names_the_best_epoch_and_the_run_folder(full_run, capsys, tiny,
+                                                                     tmp_path):
+    code, stdout, _ = train(capsys, tiny, tmp_path / "run", "--epochs", "1")
+    assert code == 0
+    assert "best test accuracy" in stdout and "after epoch 1" in stdout
+    assert str(tmp_path / "run") in stdout.splitlines()[-1]
+    assert "1 epoch," in stdout and "1 epochs" not in stdout
+
+
+def test_milestones_past_the_last_epoch_are_warned_about(capsys, tiny, tmp_path):
+    code, _, err = train(capsys, tiny, tmp_path / "run", "--milestones", "5", "--epochs", "1")
+    assert code == 0 and "--milestones 5 at or past the last epoch (1)" in err
+
+
+def test_threads_default_to_the_usable_cores_shared_between_processes(monkeypatch):
+    from cliquegraph import cli_train
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert cli_train._default_threads() == 3
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert cli_train._default_threads() == 16
+
+
+def test_train_sets_the_thread_count(capsys, tiny, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    code, _, _ = train(capsys, tiny, tmp_path / "run", "--epochs", "1", "--threads", "1")
+    assert code == 0 and seen == [1]
+
+
+@pytest.mark.parametrize("drop, retype, says", [
+    ("spec_text", None, "no 'spec_text'"),
+    ("state_dict", None, "no 'state_dict'"),
+    (None, ("spec_text", 5), "'spec_text' is a int, not a str"),
+    (None, ("state_dict", [1, 2]), "'state_dict' is a list, not a dict"),
+    (None, ("state_dict", {"w": "not a tensor"}), "not a mapping of names to tensors"),
+])
+def test_eval_of_a_checkpoint_with_missing_or_mistyped_fields(capsys, full_run, tmp_path, drop,
+                                                              retype, says):
+    ckpt = load(full_run / "last.pt")
+    ckpt.pop("digest")
+    if drop:
+        del ckpt[drop]
+    else:
+        ckpt[retype[0]] = retype[1]
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    assert cli.main(["eval", str(bad), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_eval_of_a_text_file_or_a_spec_says_what_it_is(capsys, tiny, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("epoch 3 looked good\n")
+    assert cli.main(["eval", str(text)]) == 1
+    err = capsys.readouterr().err
+    assert "a text file" in err and "KeyError" not in err
+    assert cli.main(["eval", tiny]) == 1
+    err = capsys.readouterr().err
+    assert "is a .clq spec, not a checkpoint" in err and "weights_only" not in err
+
+
+def test_a_checkpoint_holding_python_objects_is_refused_without_torchs_advice(capsys,
+                                                                              tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "cliquegraph/1", "hook": os.getcwd}, evil)
+    assert cli.main(["eval", str(evil)]) == 1
+    err = capsys.readouterr().err
+    assert "never unpickles" in err and "posix.getcwd" in err
+    assert "weights_only" not in err and "will likely succeed" not in err
+
+
+def test_an_unexpected_error_is_one_paragraph(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "cmd_check", lambda args: 1 / 0)
+    monkeypatch.delenv("CLIQUEGRAPH_TRACEBACK", raising=False)
+    parser_code = cli.main(["check", "x.clq"])
+    err = capsys.readouterr().err
+    assert parser_code == 1 and "internal error (ZeroDivisionError" in err
+    assert "Traceback" not in err
+
+
+def test_version():
+    proc = subprocess.run([sys.executable, "-m", "cliquegraph", "--version"], capture_output=True,
+                          text=True, env=python_env(), cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.startswith("cliquegraph ")

@@ -36,10 +36,13 @@ from ..elaborate import elaborate
 from ..lower import lower
 from . import distributed
 from .data import check_classes, load
+from ..atomic import stale_temps
+from ..errors import UserError
+from ..cli import plural
 from .recipes import Recipe, describe, recipe_for
 
 
-class TrainError(Exception):
+class TrainError(UserError):
     """A run that cannot start or go on (a clash with --out, a failed write): a message for
     users, printed by the CLI."""
 
@@ -58,7 +61,8 @@ class TrainConfig:
     channels_last: bool = True         # NHWC activations (the compiler's default)
     memory_efficient: bool = True   # recompute cat + BN-ReLU in backward (the default)
     workers: int = 4                   # DataLoader workers (ImageNet; in-memory sets need none)
-    seed: int = 0
+    seed: int | None = None            # None: 0, or the run's own when resuming
+    threads: int | None = None         # torch's CPU threads; None: leave torch's choice
     device: str = "cpu"
     stop_after: int | None = None      # stop after this epoch; --resume goes on from there
     progress: bool | None = None       # a bar per epoch; None: when stderr is a terminal
@@ -76,6 +80,8 @@ def default_out(network: str, dataset: str) -> Path:
 
 
 def train(cfg: TrainConfig) -> Run:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     world, device = distributed.setup(cfg.device)
     clean = False
     try:
@@ -92,24 +98,20 @@ def _train(cfg: TrainConfig, world, device) -> Run:
     if cfg.out is None and cfg.dataset is None:
         raise TrainError("which run? give --out DIR (or --train DATASET for the default folder)")
     out = Path(cfg.out) if cfg.out else default_out(net.name, cfg.dataset)
+    if world.main:
+        _remove_stale_temps(out, log)
+    state, source = _open_run(out, cfg.resume, log)
     last = out / "last.pt"
-    state = None
-    if cfg.resume and last.is_file():
-        state = checkpoint.read(last)
-    elif cfg.resume:
-        log(f"no checkpoint at {last}: starting from scratch")
-    elif last.is_file():
-        raise TrainError(f"{out} already holds a run ({last}): add --resume to continue it, "
-                         "or choose another --out")
 
     dataset = cfg.dataset or (state or {}).get("dataset")
     if dataset is None:
         raise TrainError("which dataset? give --train DATASET")
     if state and dataset != state["dataset"]:
-        raise TrainError(f"{last} was trained on {state['dataset']}, not {dataset}")
+        raise TrainError(f"{source} was trained on {state['dataset']}, not {dataset}")
+    seed = cfg.seed if cfg.seed is not None else (state or {}).get("seed", 0)
     data_dir = None if dataset == "digits" else (
         cfg.data_dir or (state or {}).get("data_dir") or "data")
-    recipe = _recipe(cfg, dataset, state, last)
+    recipe = _recipe(cfg, dataset, state, source, log)
     params = recipe.spec_params(net, cfg.params)
     if params != cfg.params:
         net = elaborate(cfg.spec, params)
@@ -121,16 +123,23 @@ def _train(cfg: TrainConfig, world, device) -> Run:
     if amp != "off" and device.type != "cuda":
         log.note(f"--amp {amp} needs CUDA; training in fp32 on {device.type}")
         amp = "off"
+    settings = {"device": device.type, "processes": world.size, "workers": cfg.workers,
+                "compile": cfg.compile, "channels_last": cfg.channels_last,
+                "memory_efficient": cfg.memory_efficient,
+                "data_dir": data_dir and os.path.abspath(data_dir)}
+    resumed = _resume_changes(state, source, net, seed, amp, settings, log) if state else None
+    if resumed is not None and recipe.epochs != state["recipe"].get("epochs"):
+        resumed["epochs"] = [state["recipe"].get("epochs"), recipe.epochs]
 
     train_set = load(dataset, data_dir, input_shape=net.input_shape, train=True)
     test_set = load(dataset, data_dir, input_shape=net.input_shape, train=False)
     check_classes(train_set, net.outputs)
 
-    torch.manual_seed(cfg.seed)  # the initial weights: the same on every process
+    torch.manual_seed(seed)  # the initial weights: the same on every process
     gm = lower(net, channels_last=cfg.channels_last, memory_efficient=cfg.memory_efficient)
     gm.meta["cliquegraph"]["params"] = dict(params)
     if state:
-        checkpoint.load_state(gm, state["state_dict"], last)
+        checkpoint.load_state(gm, state["state_dict"], source)
     gm.to(device)
     optimizer = torch.optim.SGD(gm.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
@@ -138,13 +147,13 @@ def _train(cfg: TrainConfig, world, device) -> Run:
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones),
                                                      gamma=recipe.gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    torch.manual_seed(_mix(cfg.seed, 0, world.rank))  # dropout: a stream of its own per process
+    torch.manual_seed(_mix(seed, 0, world.rank))  # dropout: a stream of its own per process
     metrics = []
     if state:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        _restore_rng(state["rng"], world, device, cfg.seed, log)
+        _restore_rng(state["rng"], world, device, log)
         metrics = list(state["metrics"])
     start = state["epoch"] if state else 0
 
@@ -157,15 +166,15 @@ def _train(cfg: TrainConfig, world, device) -> Run:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    batches = _Batches(train_set, batch, world, device, cfg.seed, cfg.workers)
-    test_batches = _Batches(test_set, batch, world, device, cfg.seed, cfg.workers,
+    batches = _Batches(train_set, batch, world, device, seed, cfg.workers)
+    test_batches = _Batches(test_set, batch, world, device, seed, cfg.workers,
                             shuffle=False)
     autocast = dict(device_type=device.type, enabled=amp != "off",
                     dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
     progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     base = checkpoint.payload(gm, cfg.spec, params) if world.main else {}
-    base.update(dataset=dataset, data_dir=data_dir and os.path.abspath(data_dir),
-                recipe=recipe.to_json(), seed=cfg.seed)
+    base.update(dataset=dataset, data_dir=settings["data_dir"], recipe=recipe.to_json(),
+                seed=seed, amp=amp, settings=settings)
 
     log(f"{net.name} ({sum(p.numel() for p in gm.parameters()):,} params) on {dataset}: "
         f"{len(train_set):,} train / {len(test_set):,} test images, {device}"
@@ -176,11 +185,14 @@ def _train(cfg: TrainConfig, world, device) -> Run:
     if world.main:
         try:
             _write_files(out, recipe, metrics)
+            if resumed is not None:
+                _record_resume(out, start, source, resumed)
         except OSError as err:
             raise TrainError(f"cannot write to {out}: {err.strerror or err}") from None
     if start:
-        log(f"resuming after epoch {start} from {last}" if start < recipe.epochs else
-            f"{last} has finished all {recipe.epochs} epochs: nothing to do (more with --epochs)")
+        log(f"resuming after epoch {start} from {source}" if start < recipe.epochs else
+            f"{source} has finished all {plural(recipe.epochs, 'epoch')}: nothing to do "
+            "(more with --epochs)")
 
     for epoch in range(start + 1, recipe.epochs + 1):
         t0 = time.perf_counter()
@@ -241,7 +253,8 @@ def _train(cfg: TrainConfig, world, device) -> Run:
             except (OSError, RuntimeError) as err:  # torch.save reports a full disk as Runtime
                 error = err
         if not distributed.all_ok(error is None, device):
-            kept = (f"the checkpoint of epoch {epoch - 1} in {last} is intact" if epoch > 1
+            kept = (f"the checkpoint of epoch {epoch - 1} in "
+                    f"{last if last.is_file() else source} is intact" if epoch > 1
                     else "no checkpoint was written")
             reason = (f": {error.strerror or error}" if isinstance(error, OSError)
                       else f": {error}" if error else " (on rank 0)")
@@ -251,6 +264,10 @@ def _train(cfg: TrainConfig, world, device) -> Run:
         if cfg.stop_after is not None and epoch >= cfg.stop_after and epoch < recipe.epochs:
             log(f"stopping after epoch {epoch} (--stop-after); --resume continues")
             break
+    if metrics:  # best.pt holds the latest of equally good epochs
+        top = max(reversed(metrics), key=lambda m: m["test_acc"])
+        log(f"best test accuracy {100 * top['test_acc']:.2f}% after epoch {top['epoch']} "
+            f"(best.pt); the run is in {out}")
     return Run(gm, metrics, out)
 
 
@@ -359,18 +376,167 @@ class _Batches:
                                                                        non_blocking=True)
 
 
-def _recipe(cfg, dataset, state, last) -> Recipe:
+# What a run folder holds, and the fields a runner checkpoint has beside a module's.
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "recipe.json", "curves.png", "resumes.jsonl")
+_RUN_FIELDS = {"epoch": int, "metrics": list, "optimizer": dict, "scheduler": dict,
+               "scaler": dict, "rng": list, "recipe": dict, "dataset": str}
+
+
+def _remove_stale_temps(out: Path, log) -> None:
+    """Temp files of writes that a kill -9 cut short: never read, so they only take space."""
+    stale = stale_temps(out, RUN_FILES)
+    for path in stale:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    if stale:
+        log.note(f"removed {plural(len(stale), 'unfinished temporary file')} of an "
+                 f"interrupted write in {out}")
+
+
+def _finished_epochs(out: Path) -> int:
+    try:
+        with open(out / "metrics.jsonl", encoding="utf-8") as fh:
+            return sum(1 for line in fh if line.strip())
+    except OSError:
+        return 0
+
+
+def _open_run(out: Path, resume: bool, log):
+    """(checkpoint dict, its path) to resume from, or (None, None) for a new run. Refuses to
+    start over a folder that holds a run's results unless told to resume it."""
+    last, best = out / "last.pt", out / "best.pt"
+    epochs = _finished_epochs(out)
+    if not resume:
+        held = [p.name for p in (last, best) if p.exists()]
+        held += [f"metrics.jsonl of {plural(epochs, 'epoch')}"] if epochs else []
+        if held:
+            raise TrainError(f"{out} already holds a run ({', '.join(held)}); nothing was "
+                             "changed. Add --resume to continue it, or choose another --out.")
+        return None, None
+    if last.is_file():
+        try:
+            return _read_run(last), last
+        except checkpoint.CheckpointError as err:
+            raise TrainError(f"{err}. {_best_advice(best)}") from None
+    if best.is_file():  # last.pt deleted, or a kill between writing best.pt and last.pt
+        state = _read_run(best)
+        log.note(f"{out} has no last.pt: resuming from best.pt (epoch {state['epoch']}), its "
+                 "newest complete checkpoint; later epochs are trained again")
+        return state, best
+    if epochs:
+        raise TrainError(f"cannot resume {out}: its metrics.jsonl has "
+                         f"{plural(epochs, 'epoch')} but there is no checkpoint (no last.pt "
+                         "or best.pt); start a new run with another --out")
+    log(f"no checkpoint in {out}: starting from scratch")
+    return None, None
+
+
+def _read_run(path: Path) -> dict:
+    state = checkpoint.read(path)
+    checkpoint.require(state, path, _RUN_FIELDS)
+    if state["epoch"] < 1 or len(state["metrics"]) != state["epoch"]:
+        raise checkpoint.CheckpointError(f"{path}: a damaged cliquegraph checkpoint: epoch "
+                                         f"{state['epoch']} with {len(state['metrics'])} "
+                                         "rows of metrics")
+    return state
+
+
+def _best_advice(best: Path) -> str:
+    if not best.is_file():
+        return "There is no best.pt to fall back on; start again with another --out."
+    try:
+        epoch = _read_run(best)["epoch"]
+    except checkpoint.CheckpointError:
+        return f"{best} is damaged too; start again with another --out."
+    return (f"{best} is intact (epoch {epoch}): to continue from it, move it over "
+            f"{best.parent / 'last.pt'} (keep a copy) and run the same command with --resume.")
+
+
+def _resume_changes(state, source, net, seed, amp, settings, log) -> dict:
+    """What this resume changes about the run in `state`: refused (TrainError, naming each)
+    where a resumed run would no longer compute what the uninterrupted one would; otherwise
+    {setting: [before, now]} for the log and resumes.jsonl."""
+    refused = _network_changes(checkpoint.network_of(state, source), net)
+    if seed != state.get("seed", seed):
+        refused.append(f"--seed {seed}, the run's is {state['seed']} (it fixes the data order)")
+    if amp != state.get("amp", amp):
+        refused.append(f"--amp {amp}, the run trains with {state['amp']}")
+    if refused:
+        raise TrainError(f"--resume would not continue {source} as it was started: "
+                         f"{'; '.join(refused)}. Resume with the spec, --set and options the run "
+                         "started with, or start a new run with another --out.")
+    before = state.get("settings", {})
+    changes = {k: [before[k], v] for k, v in settings.items() if k in before and before[k] != v}
+    for key, (old, new) in changes.items():
+        log.note(f"resuming with {key} {new} (the run had {old}): the numbers may differ in "
+                 "the last digits from an uninterrupted run")
+    return changes
+
+
+def _network_changes(saved, now) -> list:
+    """How the network `now` differs from the one a run was built with, in a user's words."""
+    from ..values import show
+    was, new = dict(saved.params), dict(now.params)
+    out = [f"param {name} = {show(new[name]) if name in new else '(none)'}, the run's is "
+           f"{show(was[name]) if name in was else '(none)'}"
+           for name in list(was) + [n for n in new if n not in was]
+           if was.get(name) != new.get(name)]
+    if out:
+        return out
+    if saved.input_shape != now.input_shape:
+        return [f"the spec's input is {'x'.join(map(str, now.input_shape))}, the run's is "
+                f"{'x'.join(map(str, saved.input_shape))}"]
+    for field in ("name", "stem", "blocks", "transitions", "scales", "head_scale", "head"):
+        if getattr(saved, field) != getattr(now, field):
+            return [f"the spec's {field.replace('_', ' ')} differs from the run's"]
+    for a, b in zip(saved.blocks, now.blocks):
+        if sorted(a.graph.edges) != sorted(b.graph.edges):
+            return [f"block {a.index}'s edges W_ij differ from the run's"]
+    return []
+
+
+def _record_resume(out: Path, start: int, source: Path, changes: dict) -> None:
+    """resumes.jsonl: one line per resume, with the settings it changed."""
+    path = out / "resumes.jsonl"
+    try:
+        old = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        old = ""
+    row = {"after_epoch": start, "from": source.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "changes": changes}
+    write_text_atomic(path, old + json.dumps(row) + "\n")
+
+
+def _recipe(cfg, dataset, state, source, log) -> Recipe:
     if not state:
-        return recipe_for(dataset, **cfg.recipe)
-    saved = Recipe.from_json(state["recipe"])
+        recipe = recipe_for(dataset, **cfg.recipe)
+        late = [m for m in recipe.milestones if m >= recipe.epochs]
+        if late:
+            log.note(f"--milestones {','.join(map(str, late))} at or past the last epoch "
+                     f"({recipe.epochs}): the lr never drops there")
+        return recipe
+    try:
+        saved = Recipe.from_json(state["recipe"])
+    except (TypeError, ValueError, KeyError):
+        raise checkpoint.CheckpointError(f"{source}: a damaged cliquegraph checkpoint: its "
+                                         "recipe is not one the runner wrote") from None
     changed = [k for k, v in cfg.recipe.items()
                if v is not None and k != "epochs" and v != getattr(saved, k)]
     if changed:
-        raise TrainError(f"{last} continues with its own recipe (see recipe.json); only "
+        raise TrainError(f"{source} continues with its own recipe (see recipe.json); only "
                          f"--epochs can change on --resume, not {', '.join(changed)}")
-    if cfg.recipe.get("epochs"):
-        return dataclasses.replace(saved, epochs=cfg.recipe["epochs"])
-    return saved
+    epochs = cfg.recipe.get("epochs")
+    if not epochs or epochs == saved.epochs:
+        return saved
+    fresh = recipe_for(dataset, epochs=epochs).milestones
+    steps = ", ".join(map(str, saved.milestones)) or "none"
+    log.note(f"--epochs {epochs} on --resume (the run had {saved.epochs}): the lr still "
+             f"drops after epochs {steps}, as the run's recipe says"
+             + (f" (a new {epochs}-epoch run would drop after {', '.join(map(str, fresh))})"
+                if fresh != saved.milestones else ""))
+    return dataclasses.replace(saved, epochs=epochs)
 
 
 def _mix(seed: int, epoch: int, rank: int) -> int:
@@ -383,7 +549,7 @@ def _rng_state(device) -> dict:
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def _restore_rng(states, world, device, seed, log):
+def _restore_rng(states, world, device, log):
     if len(states) != world.size:
         log.note(f"the checkpoint comes from {len(states)} processes, this run has "
                  f"{world.size}: dropout draws new random numbers from here on")

@@ -85,6 +85,7 @@ def describe(recipe: Recipe) -> str:
     schedule = f"x{recipe.gamma:g} after epochs {steps}" if steps else "constant"
     sgd = "Nesterov SGD" if recipe.nesterov else "SGD"
     drop = "" if recipe.dropout is None else f", dropout {recipe.dropout:g}"
-    return (f"{recipe.epochs} epochs, batch {recipe.batch_size}, {sgd} lr {recipe.lr:g} "
+    epochs = f"{recipe.epochs} epoch" + ("" if recipe.epochs == 1 else "s")
+    return (f"{epochs}, batch {recipe.batch_size}, {sgd} lr {recipe.lr:g} "
             f"({schedule}), momentum {recipe.momentum:g}, weight decay {recipe.weight_decay:g}"
             f"{drop}")
