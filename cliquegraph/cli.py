@@ -1,17 +1,24 @@
 """The `cliquegraph` command. Library code raises; this module prints and picks exit codes:
-0 ok, 1 a spec (or data) error, 2 a usage error."""
+0 ok, 1 a spec, data, checkpoint or run error (SpecError, UserError), 2 a usage error, 130
+interrupted. `main` is the one place that maps an error to its message and exit code."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .atomic import write_text_atomic
-from .errors import SpecError
+from .errors import SpecError, UserError
 
 
 class UsageError(Exception):
     pass
+
+
+def plural(n: int, word: str) -> str:
+    """'1 epoch', '2 epochs'."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def parse_sets(items) -> dict:
@@ -47,12 +54,20 @@ def _int_at_least(text, low) -> int:
     return value
 
 
-def positive_float(text) -> float:
-    """argparse type: a number > 0."""
+def finite_float(text) -> float:
+    """argparse type: a number (not inf or nan)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def positive_float(text) -> float:
+    """argparse type: a finite number > 0."""
+    value = finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
     return value
@@ -76,8 +91,9 @@ def cmd_check(args) -> int:
             bad += 1
             continue
         shape = "x".join(map(str, net.input_shape))
-        print(f"{path}: ok  network {net.name}, input {shape}, {len(net.blocks)} blocks, "
-              f"{count_params(net):,} params, {net.outputs} outputs")
+        print(f"{path}: ok  network {net.name}, input {shape}, "
+              f"{plural(len(net.blocks), 'block')}, {plural(count_params(net), 'param')}, "
+              f"{plural(net.outputs, 'output')}")
     return 1 if bad else 0
 
 
@@ -139,15 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cliquegraph",
         description="Compile clique-connected networks (CliqueNet, DenseNet, ...) from .clq specs.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    c = sub.add_parser("check", help="check specs: exit 0 valid, 1 spec error, 2 usage error")
+    c = sub.add_parser("check", help="check specs: exit 0 valid, 1 spec error, 2 usage error",
+                       usage="cliquegraph check FILE [FILE ...] [--set NAME=VALUE]")
     c.add_argument("files", nargs="+", metavar="FILE")
     _add_set(c)
     c.set_defaults(func=cmd_check)
 
-    f = sub.add_parser("fmt", help="print a spec in canonical form (--set bakes in new defaults)")
+    f = sub.add_parser("fmt", help="print a spec in canonical form (--set bakes in new defaults)",
+                       usage="cliquegraph fmt FILE [FILE ...] [--write | --check] "
+                             "[--set NAME=VALUE]")
     f.add_argument("files", nargs="+", metavar="FILE")
     g = f.add_mutually_exclusive_group()
     g.add_argument("--write", action="store_true", help="rewrite the file in place")
@@ -157,7 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _extra_commands():
         register(sub, _add_set)
+    for name, parser in sub.choices.items():
+        parser.set_defaults(parser=parser)
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("cliquegraph")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def _extra_commands():
@@ -168,18 +198,39 @@ def _extra_commands():
 
 def main(argv=None) -> int:
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         return args.func(args)
     except UsageError as err:
-        parser.print_usage(sys.stderr)
-        print(f"cliquegraph: error: {err}", file=sys.stderr)
+        # the command's own one-line usage, not the top level's
+        command = getattr(args, "parser", None) or parser
+        command.print_usage(sys.stderr)
+        print(f"{command.prog}: error: {err}", file=sys.stderr)
         return 2
     except SpecError as err:
         print(err, file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
+    except UserError as err:
+        print(f"cliquegraph: {err}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
         return 0
+    except OSError as err:  # a file we were asked to read or write
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"cliquegraph: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cliquegraph: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("cliquegraph: out of memory (see README, Troubleshooting)", file=sys.stderr)
+        return 1
+    except Exception as err:  # a bug of ours: one paragraph, the traceback on request
+        if os.environ.get("CLIQUEGRAPH_TRACEBACK"):
+            raise
+        first = (str(err).splitlines() or [""])[0][:300]
+        print(f"cliquegraph: internal error ({type(err).__name__}: {first}). This is a bug in "
+              "cliquegraph: please report it with the command; CLIQUEGRAPH_TRACEBACK=1 shows "
+              "the traceback.", file=sys.stderr)
+        return 1

@@ -22,7 +22,9 @@ VARIANTS = ("default", "original_style", "naive", "conv_floor")  # bench.VARIANT
 
 def register(sub, add_set):
     p = sub.add_parser(
-        "bench", help="time the training step and measure peak memory of the compiled network "
+        "bench", usage="cliquegraph bench SPEC [--set NAME=VALUE] [--batch B] [--rounds R] "
+                       "[options]",
+        help="time the training step and measure peak memory of the compiled network "
                       "against the original form, the naive interpreter and the conv floor",
         description="Train-step time (forward + backward + SGD, median after warm-up) and peak "
                     "memory of each variant, each in its own process: default (our lowering), "

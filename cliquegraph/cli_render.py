@@ -34,7 +34,8 @@ stdout gets without -o); schedule .txt (also stdout) or .json; weights .png .svg
 
 def register(sub, add_set):
     r = sub.add_parser(
-        "render", help="draw a block, the network, a block's schedule or a checkpoint's weights",
+        "render", usage="cliquegraph render SPEC-or-CHECKPOINT --view VIEW [-o FILE] [options]",
+        help="draw a block, the network, a block's schedule or a checkpoint's weights",
         description="Draw a spec (or a checkpoint's network) as the paper does:\n"
                     "  block     a block's X_0..X_n with one edge per W_ij (Fig. 1)\n"
                     "  network   stem, blocks, transitions, head, with shapes (Fig. 2)\n"
@@ -91,12 +92,8 @@ def cmd_render(args) -> int:
 
     state = None
     if checkpoint:
-        from .checkpoint import CheckpointError, load_module
-        try:
-            _, net, obj = load_module(args.source)
-        except CheckpointError as err:
-            print(err, file=sys.stderr)
-            return 1
+        from .checkpoint import load_module
+        _, net, obj = load_module(args.source)  # a CheckpointError reaches main(): exit 1
         state = obj["state_dict"]
     else:
         net = elaborate(args.source, overrides)  # a SpecError reaches main(): exit 1

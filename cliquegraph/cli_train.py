@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from .cli import count, positive_float, positive_int
+from .cli import count, finite_float, positive_float, positive_int
 
 # train.data.DATASETS, spelled out so that building the parser does not import torch
 DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "digits")
@@ -27,6 +27,8 @@ DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "digits")
 
 def register(sub, add_set) -> None:
     t = sub.add_parser("train", help="train a spec on a dataset with the paper's recipe",
+                       usage="cliquegraph train SPEC --train DATASET [--data DIR] [--out DIR] "
+                             "[--resume] [options]",
                        description="Train SPEC on DATASET with the paper's recipe for it "
                                    "(every value overridable); resumable, torchrun-aware.")
     t.add_argument("spec", metavar="SPEC", help="the .clq file")
@@ -34,7 +36,9 @@ def register(sub, add_set) -> None:
     add_train_arguments(t)
     t.set_defaults(func=run_training)
 
-    e = sub.add_parser("eval", help="test accuracy of a checkpoint, as one JSON object")
+    e = sub.add_parser("eval", help="test accuracy of a checkpoint, as one JSON object",
+                       usage="cliquegraph eval CHECKPOINT [--dataset DATASET] [--data DIR] "
+                             "[options]")
     e.add_argument("checkpoint", metavar="CHECKPOINT", help="last.pt / best.pt of a run")
     e.add_argument("--dataset", choices=DATASETS, metavar="DATASET",
                    help="default: the one the checkpoint was trained on")
@@ -68,10 +72,11 @@ def add_train_arguments(parser) -> None:
     r.add_argument("--lr", type=positive_float, metavar="X")
     r.add_argument("--milestones", type=_milestones, metavar="E1,E2,...",
                    help="epochs after which lr *= gamma (default: at the preset's fractions)")
-    r.add_argument("--gamma", type=positive_float, metavar="X")
-    r.add_argument("--momentum", type=float, metavar="X")
+    r.add_argument("--gamma", type=_fraction, metavar="X",
+                   help="lr factor at each milestone, in (0, 1] (default 0.1)")
+    r.add_argument("--momentum", type=_momentum, metavar="X", help="in [0, 1) (default 0.9)")
     r.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
-    r.add_argument("--weight-decay", type=float, metavar="X")
+    r.add_argument("--weight-decay", type=_non_negative, metavar="X")
     d = parser.add_argument_group("speed")
     d.add_argument("--device", choices=("cpu", "cuda"),
                    help="default: cuda when available, else cpu")
@@ -86,20 +91,27 @@ def add_train_arguments(parser) -> None:
                         "the concatenations)")
     d.add_argument("--workers", type=count, default=_default_workers(), metavar="N",
                    help="DataLoader workers per process (ImageNet)")
-    d.add_argument("--seed", type=int, default=0, metavar="S")
+    d.add_argument("--threads", type=positive_int, default=_default_threads(), metavar="N",
+                   help="CPU threads per process (default: the cores this process may use, "
+                        "shared between torchrun's processes, at most 16; 1 is often fastest "
+                        "on a busy or small machine)")
+    d.add_argument("--seed", type=_seed, default=None, metavar="S",
+                   help="fixes the initial weights, the data order and dropout (default 0; "
+                        "a resumed run keeps its own)")
 
 
 def run_training(args, spec=None) -> int:
-    """Train as `args` (from add_train_arguments) say; `spec` defaults to args.spec."""
-    from .checkpoint import CheckpointError
+    """Train as `args` (from add_train_arguments) say; `spec` defaults to args.spec. Errors
+    reach cli.main, which prints them."""
     from .cli import UsageError, parse_sets
-    from .errors import SpecError
-    from .train.data import DataError
 
     spec = spec or args.spec
     if args.train is None and not args.resume:
         raise UsageError("which dataset? --train DATASET (one of "
                          f"{', '.join(DATASETS)})")
+    if args.momentum == 0 and args.nesterov is not False:
+        raise UsageError("--momentum 0 with Nesterov SGD (the default): Nesterov needs a "
+                         "momentum above 0; add --no-nesterov for plain SGD")
     params = parse_sets(getattr(args, "set", None))
     from .train import loop
     cfg = loop.TrainConfig(
@@ -109,13 +121,10 @@ def run_training(args, spec=None) -> int:
                     nesterov=args.nesterov, weight_decay=args.weight_decay),
         resume=args.resume, amp=args.amp, compile=args.compile,
         channels_last=args.channels_last, memory_efficient=args.memory_efficient,
-        workers=args.workers, seed=args.seed,
+        workers=args.workers, seed=args.seed, threads=args.threads,
         device=_device(args.device), stop_after=args.stop_after)
     try:
         loop.train(cfg)
-    except (SpecError, DataError, CheckpointError, loop.TrainError) as err:
-        print(err if isinstance(err, SpecError) else f"cliquegraph: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         _interrupted(cfg, loop)
         return 130
@@ -123,22 +132,11 @@ def run_training(args, spec=None) -> int:
 
 
 def run_eval(args) -> int:
-    from .checkpoint import CheckpointError
-    from .errors import SpecError
-    from .train.data import DataError
-
     from .train import loop
     device = _device(args.device)
-    try:
-        result = loop.evaluate_checkpoint(args.checkpoint, dataset=args.dataset,
-                                          data_dir=args.data, batch_size=args.batch_size,
-                                          device=device, workers=args.workers)
-    except (SpecError, DataError, CheckpointError, loop.TrainError) as err:
-        print(err if isinstance(err, SpecError) else f"cliquegraph: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("cliquegraph: interrupted", file=sys.stderr)
-        return 130
+    result = loop.evaluate_checkpoint(args.checkpoint, dataset=args.dataset,
+                                      data_dir=args.data, batch_size=args.batch_size,
+                                      device=device, workers=args.workers)
     print(json.dumps(result))
     return 0
 
@@ -171,6 +169,49 @@ def _device(name):
 
 def _default_workers() -> int:
     return min(8, os.cpu_count() or 1)
+
+
+def _default_threads() -> int:
+    """The cores this process may use, split between the processes torchrun starts on this
+    machine: each process taking all of them makes every one wait on the others."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(16, cores // max(per_node, 1)))
+
+
+def _fraction(text) -> float:
+    value = finite_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] (the lr is multiplied by it), "
+                                         f"got {text}")
+    return value
+
+
+def _momentum(text) -> float:
+    value = finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _non_negative(text) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _seed(text) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must be in 0..2**63-1, got {text}")
+    return value
 
 
 def _milestones(text) -> tuple:
