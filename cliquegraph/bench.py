@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cli import plural
+
 VARIANTS = ("default", "original_style", "naive", "conv_floor")
 ORIGINAL, FLOOR = "original_style", "conv_floor"
 
@@ -59,7 +61,7 @@ def original_config(net) -> dict:
         if n < 2:
             raise _unsupported(f"{where} has {n} layer (the original's Stage II needs two)")
         if b.stages != 2:
-            raise _unsupported(f"{where} has {b.stages} stages (the original has exactly 2)")
+            raise _unsupported(f"{where} has {plural(b.stages, 'stage')} (the original has exactly 2)")
         if b.steps is not None and b.steps != n:
             raise _unsupported(f"{where} stops Stage II after {b.steps} of {n} updates (steps)")
         if tuple(b.feature) != ("x0", "stage2"):

@@ -16,9 +16,9 @@ class UsageError(Exception):
     pass
 
 
-def plural(n: int, word: str) -> str:
-    """'1 epoch', '2 epochs'."""
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 epoch', '2 epochs'; '2 processes' with `words`."""
+    return f"{n:,} " + (word if n == 1 else words or word + "s")
 
 
 def parse_sets(items) -> dict:

@@ -18,6 +18,7 @@ import html
 import math
 
 from . import ir, schedule as _schedule
+from .cli import plural
 
 FONT = "Helvetica"
 # W_ij colours: from X_0 (Stage I only), i < j (every stage), i > j (stages II and on only).
@@ -108,7 +109,7 @@ def _block_caption(block: ir.Block) -> str:
         if key in kinds:
             legend.append(f'<FONT COLOR="{colour}">━━</FONT> {text}')
     title = (f"<B>block {block.index}</B>: {html.escape(block.topology)}, "
-             f"{block.layers} layers, k = {block.width}, {g.number_of_edges()} W<SUB>ij</SUB>")
+             f"{plural(block.layers, 'layer')}, k = {block.width}, {g.number_of_edges()} W<SUB>ij</SUB>")
     return (f'<<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="3"><TR><TD>{title}</TD></TR>'
             f'<TR><TD>{" &nbsp; ".join(legend)}</TD></TR></TABLE>>')
 
@@ -153,9 +154,9 @@ def _box(title: str, lines) -> str:
 
 
 def _block_lines(b: ir.Block) -> list:
-    lines = [f"{html.escape(b.topology)}, {b.layers} layers, k = {b.width}",
+    lines = [f"{html.escape(b.topology)}, {plural(b.layers, 'layer')}, k = {b.width}",
              f"{b.stages} stage{'s' if b.stages > 1 else ''}"
-             + (f", last stage {b.steps} steps" if b.steps is not None and b.stages > 1 else "")]
+             + (f", last stage {plural(b.steps, 'step')}" if b.steps is not None and b.stages > 1 else "")]
     kernel = "x".join(map(str, b.kernel))
     lines.append(f"bottleneck 1x1 → {b.bottleneck}, then {kernel}" if b.bottleneck
                  else f"W<SUB>ij</SUB> {kernel}")
@@ -307,7 +308,7 @@ def weights_figure(state_dict, net: ir.Network, block=None):
         ax.set_yticks(range(0, n + 1, step), [f"$X_{{{i}}}$" for i in range(0, n + 1, step)])
         ax.set_xlabel("target layer $X_j$")
         ax.set_ylabel("source $X_i$")
-        ax.set_title(f"block {b.index} ({b.topology}, {n} layers)")
+        ax.set_title(f"block {b.index} ({b.topology}, {plural(n, 'layer')})")
         ax.tick_params(length=0)
         fig.colorbar(im, ax=ax, shrink=0.85, label=r"mean $|W_{ij}|$")
     fig.suptitle(f"{net.name}: mean $|W_{{ij}}|$ (grey: no $W_{{ij}}$)")

@@ -11,6 +11,7 @@ import torch.fx as fx
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import ir
+from .cli import plural
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def table(parts, net) -> str:
         lines.append("  ".join(cells).rstrip())
         if n == 0 or n == len(rows) - 2:
             lines.append("-" * len(lines[0]))
-    head = f"{net.name}  ({net.path}), input {_shape(net.input_shape)}, {net.outputs} outputs"
+    head = f"{net.name}  ({net.path}), input {_shape(net.input_shape)}, {plural(net.outputs, 'output')}"
     return head + "\n" + "\n".join(lines)
 
 

@@ -551,7 +551,7 @@ def _rng_state(device) -> dict:
 
 def _restore_rng(states, world, device, log):
     if len(states) != world.size:
-        log.note(f"the checkpoint comes from {len(states)} processes, this run has "
+        log.note(f"the checkpoint comes from {plural(len(states), 'process', 'processes')}, this run has "
                  f"{world.size}: dropout draws new random numbers from here on")
         return
     mine = states[world.rank]
