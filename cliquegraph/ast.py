@@ -90,31 +90,31 @@ class IfElse:
     pos: Optional[Pos] = _pos()
 
 
-Expr = Union[Num, Dims, Bool, Name, List, Call, BinOp, Unary, IfElse]
+@dataclass(frozen=True)
+class Edge:
+    src: "Expr"
+    arrow: str  # "->" or "<->"
+    dst: "Expr"
+    pos: Optional[Pos] = _pos()
+
+
+@dataclass(frozen=True)
+class EdgeList:  # edges { 0 -> 1, 1 <-> 2 }: a topology, so a value like clique
+    edges: tuple
+    pos: Optional[Pos] = _pos()
+
+
+Expr = Union[Num, Dims, Bool, Name, List, Call, BinOp, Unary, IfElse, EdgeList]
 
 
 # ---- statements -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Edge:
-    src: Expr
-    arrow: str  # "->" or "<->"
-    dst: Expr
-    pos: Optional[Pos] = _pos()
-
-
-@dataclass(frozen=True)
-class EdgeList:
-    edges: tuple
-    pos: Optional[Pos] = _pos()
-
-
-@dataclass(frozen=True)
 class Attr:
     """A block attribute: layers, width, topology, stages, steps, feature, transit, bottleneck,
-    bn, dropout, kernel. Its value is an expression (or an EdgeList for topology)."""
+    bn, dropout, kernel. Its value is an expression."""
     name: str
-    value: Union[Expr, EdgeList]
+    value: Expr
     pos: Optional[Pos] = _pos()
 
 

@@ -174,7 +174,7 @@ def network_of(obj: dict, path="<checkpoint>"):
     """The IR network a checkpoint was built from (its own spec text and params)."""
     from .elaborate import elaborate
     return elaborate(obj.get("spec_path") or os.fspath(path), obj["params"],
-                     text=obj["spec_text"])
+                     text=obj["spec_text"], includes=False)
 
 
 def rebuild(obj, path="<checkpoint>"):

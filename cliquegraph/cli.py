@@ -18,7 +18,7 @@ class UsageError(Exception):
 
 def plural(n: int, word: str, words: str | None = None) -> str:
     """'1 epoch', '2 epochs'; '2 processes' with `words`."""
-    return f"{n:,} " + (word if n == 1 else words or word + "s")
+    return f"{n} " + (word if n == 1 else words or word + "s")
 
 
 def parse_sets(items) -> dict:
@@ -92,7 +92,7 @@ def cmd_check(args) -> int:
             continue
         shape = "x".join(map(str, net.input_shape))
         print(f"{path}: ok  network {net.name}, input {shape}, "
-              f"{plural(len(net.blocks), 'block')}, {plural(count_params(net), 'param')}, "
+              f"{plural(len(net.blocks), 'block')}, {count_params(net):,} params, "
               f"{plural(net.outputs, 'output')}")
     return 1 if bad else 0
 

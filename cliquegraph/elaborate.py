@@ -7,6 +7,7 @@ from the input size. Every problem is a SpecError at the file:line:col of the AS
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 
@@ -14,8 +15,9 @@ import networkx as nx
 
 from . import ast, ir, topology
 from .errors import SpecError, did_you_mean
-from .parse import parse, parse_file, parse_value
-from .values import (Dims, Evaluator, Generator, Policy, Sym, is_reserved, kind, show)
+from .parse import parse, parse_file, parse_value, source_lines
+from .values import (MAX_ITEMS, SYMBOLS, Dims, Edges, Evaluator, Generator, Policy, Sym,
+                     UnknownName, is_reserved, kind, show, size)
 
 LIMITS = {"layers": 1000, "channels": 65536, "stages": 16, "blocks": 64, "size": 16384,
           "kernel": 31, "params": 2_000_000_000}
@@ -26,28 +28,39 @@ _STAGE = re.compile(r"stage(\d+)$")
 
 # ---- loading: includes and extends ------------------------------------------------------------
 
-def load(path, text=None) -> tuple[dict, ast.Network]:
+def load(path, text=None, includes=True) -> tuple[dict, ast.Network]:
     """All networks visible from `path` (its own and its includes') and its main network.
 
-    With `text`, that is the file's content (a spec kept in a checkpoint, say)."""
+    With `text`, that is the file's content (a spec kept in a checkpoint, say). With
+    `includes=False` an `include` is an error: a checkpoint's text then reads no file at all."""
     path = os.fspath(path)
     networks: dict[str, tuple[ast.Network, ast.SpecFile]] = {}
-    spec = _load_into(path, networks, stack=(), loaded=set(), text=text)
+    spec = _load_into(path, networks, stack=(), loaded=set(), text=text, includes=includes)
     if not spec.networks:
-        raise SpecError("no network in this file", file=path,
-                        hint="a spec defines `network NAME { ... }`")
+        lines = source_lines(spec.text.rstrip())
+        hint = "expected `network NAME { ... }`"
+        if any(isinstance(item, ast.Include) for item in spec.items):
+            hint += "; `network NAME extends BASE { }` builds a network of an included file"
+        raise SpecError("no network in this file", file=path, line=len(lines),
+                        column=len(lines[-1]) + 1, source_line=lines[-1], hint=hint)
     return networks, spec.networks[-1]
 
 
-def _load_into(path, networks, stack, loaded, text=None):
-    real = os.path.realpath(path)
-    if real in stack:
-        raise SpecError("include cycle: " + " -> ".join(stack + (real,)), file=path)
-    if real in loaded:  # included before, through another file: once is enough
-        return None
-    loaded.add(real)
+def _load_into(path, networks, stack, loaded, text=None, includes=True):
+    if includes:
+        real = os.path.realpath(path)
+        if real in stack:
+            raise SpecError("include cycle: " + " -> ".join(stack + (real,)), file=path)
+        if real in loaded:  # included before, through another file: once is enough
+            return None
+        loaded.add(real)
     spec = parse_file(path) if text is None else parse(text, path)
     for item in spec.items:
+        if isinstance(item, ast.Include) and not includes:
+            raise _at(spec, item, f"cannot include {item.path!r}: a checkpoint's spec text "
+                      "cannot include files",
+                      "a checkpoint keeps its spec with every include inlined; this text was "
+                      "edited or written by hand")
         if isinstance(item, ast.Include):
             target = os.path.join(os.path.dirname(path), item.path)
             try:
@@ -119,7 +132,7 @@ class _Params:
         self.active.append(name)
         try:
             expr, spec = self.decls[name]
-            value = Evaluator(self, spec.path, spec.text)(expr)
+            value = Evaluator(self, spec.path, spec.text, self.blame)(expr)
             if name in self.overrides:
                 value = self._override(name, value)
         finally:
@@ -130,7 +143,10 @@ class _Params:
     def _override(self, name, default):
         given, where, text = self.overrides[name]
         if text is not None:  # .clq text from --set (or a str given to build)
-            value = Evaluator(self, where, text)(given)
+            try:
+                value = Evaluator(self, where, text)(given)
+            except UnknownName as err:
+                raise _unknown_in_override(err, name, default, self.names()) from None
         else:
             value = given
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -147,16 +163,89 @@ class _Params:
                             column=1, source_line=text)
         return value
 
+    def blame(self, node) -> str | None:
+        """Which overrides an error at `node` comes from, through the params it reads: an
+        error in the spec that only a --set value caused must say so."""
+        if not self.overrides or isinstance(node, (ast.Network, ast.Blocks, ast.Section,
+                                                   ast.If, ast.Include)):
+            return None
+        found, seen, todo = [], set(), list(_names_in(node))
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in self.decls:
+                continue
+            seen.add(name)
+            if name in self.overrides:
+                found.append(name)
+                given, _, text = self.overrides[name]
+                todo.extend(_names_in(given) if text is not None else ())
+            else:
+                todo.extend(_names_in(self.decls[name][0]))
+        notes = []
+        for name in sorted(found):
+            given, _, text = self.overrides[name]
+            value = show(self.values[name]) if name in self.values else text or show(given)
+            notes.append(f"{name} = {value} comes from --set {name}={text or show(given)}")
+        return "; ".join(notes) or None
+
+
+def _names_in(node) -> set:
+    """The names an AST node reads. A loop, not recursion: `1 + 1 + ... + 1` nests as deep as
+    it is long."""
+    out, todo = set(), [node]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, ast.Name):
+            out.add(x.id)
+        elif isinstance(x, tuple):
+            todo.extend(x)
+        elif dataclasses.is_dataclass(x) and not isinstance(x, type):
+            todo.extend(getattr(x, f.name) for f in dataclasses.fields(x) if f.name != "pos")
+    return out
+
+
+def _unknown_in_override(err, name, default, params) -> SpecError:
+    """`--set k=abc` is more often a mistyped value than a mistyped param: say what k takes."""
+    wild = default in (Sym("all"), Sym("none"))
+    what = "a symbol or a number" if wild else f"a {kind(default)}"
+    words = list(params)
+    if kind(default) == "bool":
+        words += ["true", "false"]
+        how = "write true or false"
+    elif kind(default) == "symbol":
+        words += sorted(SYMBOLS) + ["stage1", "stage2", "stage3"]
+        how = f"a symbol is written bare, as in the spec: --set {name}={show(default)}"
+    elif kind(default) == "number":
+        how = f"write a number, e.g. --set {name}={show(default)}"
+    else:
+        how = f'write it as in the spec, e.g. --set "{name}={show(default)}"'
+    close = did_you_mean(err.name, words)
+    hint = f"{close} ({how})" if close else how
+    return SpecError(f"{err.message}: param {name} is {what} (default {show(default)})",
+                     file=err.file, line=err.line, column=err.column,
+                     source_line=err.source_line, hint=hint)
+
 
 def _convert_override(name, value):
     """A Python value given to build(**params), or text from --set: (value or expr, where, text)."""
     where = f"--set {name}"
     if isinstance(value, str):
         return parse_value(value, where), where, value
+    return _python_value(value, name, where), where, None
+
+
+def _python_value(value, name, where):
+    if isinstance(value, (bool, int, float)):
+        return value
     if isinstance(value, (list, tuple)):
-        value = tuple(value)
-    if isinstance(value, (bool, int, float, tuple)):
-        return value, where, None
+        if len(value) > MAX_ITEMS:  # before walking it
+            raise SpecError(f"a list of more than {MAX_ITEMS:,} values is past the limit",
+                            file=where)
+        items = tuple(_python_value(x, name, where) for x in value)
+        if size(items) > MAX_ITEMS:
+            raise SpecError(f"a list of more than {MAX_ITEMS:,} values is past the limit",
+                            file=where)
+        return items
     raise SpecError(f"cannot use {type(value).__name__} as a value for {name}", file=where)
 
 
@@ -171,12 +260,15 @@ def standalone(path) -> str:
     return fmt(ast.SpecFile(items=items))
 
 
-def elaborate(path, overrides=None, text=None) -> ir.Network:
+def elaborate(path, overrides=None, text=None, includes=True) -> ir.Network:
     """The IR of the main network of spec file `path`, with params overridden.
 
     `overrides` maps a param name to .clq text (as --set takes it) or a Python value; `text`,
-    when given, is the spec's content (then `path` only names it in messages)."""
-    networks, main = load(path, text)
+    when given, is the spec's content (then `path` only names it in messages). With
+    `includes=False` an `include` is an error and nothing but `text` is read: rebuilding from
+    a checkpoint (whose spec text is self-contained, see standalone) must not read local files
+    a crafted checkpoint names."""
+    networks, main = load(path, text, includes)
     lineage = _lineage(networks, main)
     decls: dict = {}
     for net, spec in lineage:
@@ -226,10 +318,11 @@ class _Builder:
             def lookup(name, _extra=extra):
                 return _extra[name] if name in _extra else self.params(name)
             lookup.names = lambda: list(extra) + self.params.names()
-        return Evaluator(lookup, spec.path, spec.text)(expr)
+        return Evaluator(lookup, spec.path, spec.text, self.params.blame)(expr)
 
     def err(self, spec, node, msg, hint=None):
-        return _at(spec, node, msg, hint)
+        note = self.params.blame(node)
+        return _at(spec, node, f"{msg} ({note})" if note else msg, hint)
 
     def whole(self, v, spec, node, what, lo=1, hi=None):
         if isinstance(v, float) and v.is_integer():
@@ -335,8 +428,8 @@ class _Builder:
         if count is not None:
             return self.whole(self.ev(*count), count[1], count[0], "block count", 1,
                               LIMITS["blocks"])
-        lengths = {len(v) for a, sp in attrs if not isinstance(a.value, ast.EdgeList)
-                   for v in [self.ev(a.value, sp)] if isinstance(v, tuple)}
+        lengths = {len(v) for a, sp in attrs for v in [self.ev(a.value, sp)]
+                   if isinstance(v, tuple)}
         if len(lengths) == 1:
             return self.whole(lengths.pop(), blocks_stmt[1], blocks_stmt[0], "block count", 1,
                               LIMITS["blocks"])
@@ -346,9 +439,6 @@ class _Builder:
     def block(self, b, n_blocks, attrs, shape, blocks_stmt) -> ir.Block:
         vals = {}
         for a, sp in attrs:  # later wins
-            if a.name == "topology" and isinstance(a.value, ast.EdgeList):
-                vals[a.name] = (a.value, sp, a)
-                continue
             v = self.ev(a.value, sp)
             if isinstance(v, tuple):
                 if len(v) != n_blocks:
@@ -455,7 +545,8 @@ class _Builder:
 
     def edges(self, v, sp, node, n):
         where = getattr(node, "value", node)
-        if isinstance(v, ast.EdgeList):
+        if isinstance(v, Edges):
+            sp = v  # its endpoints are located in the text it was written in (a param, --set)
             edges, seen = [], set()
             for e in v.edges:
                 a = self.whole(self.ev(e.src, sp), sp, e.src, "edge source", 0)
@@ -566,7 +657,9 @@ class _Builder:
             if o < 1:
                 raise self.err(sp, op, f"{what} in the {where} would go below 1x1: "
                                f"{shape[1]}x{shape[2]} input, size {k}, stride {s}",
-                               "use a smaller input, fewer blocks or less pooling")
+                               "use a larger input, " + (
+                                   "a smaller kernel or stride, or more padding"
+                                   if what == "conv" else "fewer blocks or less pooling"))
             hw.append(o)
         return tuple(hw)
 

@@ -67,6 +67,9 @@ def _expr(e) -> str:
         return f"{expr(e.left, lvl)} {e.op} {expr(e.right, lvl + 1)}"
     if isinstance(e, ast.IfElse):
         return f"if {expr(e.cond, 1)} then {expr(e.then, 1)} else {expr(e.else_)}"
+    if isinstance(e, ast.EdgeList):
+        edges = ", ".join(f"{expr(x.src)} {x.arrow} {expr(x.dst)}" for x in e.edges)
+        return "edges { " + edges + " }" if edges else "edges {}"
     raise TypeError(f"not an expression: {e!r}")
 
 
@@ -203,12 +206,7 @@ def _attr(p, a, indent):
     if isinstance(a, ast.If):
         _if(p, a, indent, lambda c, ind: _attr(p, c, ind))
         return
-    if isinstance(a.value, ast.EdgeList):
-        edges = ", ".join(f"{expr(e.src)} {e.arrow} {expr(e.dst)}" for e in a.value.edges)
-        value = "edges { " + edges + " }" if edges else "edges {}"
-    else:
-        value = expr(a.value)
-    p.emit(a, indent, lambda: p.line(indent, f"{a.name} {value}"))
+    p.emit(a, indent, lambda: p.line(indent, f"{a.name} {expr(a.value)}"))
 
 
 def _op(p, o, indent):

@@ -1,13 +1,15 @@
 """Parse: .clq text -> AST (cliquegraph.ast). Nothing outside this module sees a lark tree.
 
-Every failure is a SpecError at file:line:col: unreadable files, binary or non-UTF-8 text,
-nesting past a fixed depth, syntax errors with the tokens that were expected there.
+Every failure is a SpecError at file:line:col: unreadable or special files (pipes, devices),
+texts past 1 MiB, binary or non-UTF-8 text, nesting past a fixed depth, syntax errors with the
+tokens that were expected there.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import stat
 from importlib import resources
 
 import lark
@@ -39,21 +41,46 @@ def grammar_text() -> str:
 
 
 def read_spec(path) -> str:
-    """The text of a spec file, or a SpecError saying why it cannot be read as one."""
+    """The text of a spec file, or a SpecError saying why it cannot be read as one.
+
+    Only a regular file is read: opening a named pipe or a terminal would wait for a writer
+    for ever, and a device never ends."""
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise SpecError("is a directory, not a .clq spec file", file=path)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_SPEC_BYTES + 1)
+        _regular_file(os.stat(path), path)
+        # non-blocking: a pipe swapped in after the stat must not block the open; fstat
+        # below refuses it
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise SpecError("no such file", file=path) from None
     except OSError as exc:
         raise SpecError(f"cannot read: {exc.strerror or exc}", file=path) from None
-    if len(data) > MAX_SPEC_BYTES:
+    with open(fd, "rb") as fh:
+        try:
+            _regular_file(os.fstat(fd), path)
+            data = fh.read(MAX_SPEC_BYTES + 1)
+        except OSError as exc:
+            raise SpecError(f"cannot read: {exc.strerror or exc}", file=path) from None
+    _check_size(len(data), path)
+    return decode_spec(data, path)
+
+
+def _regular_file(st, path) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise SpecError("is a directory, not a .clq spec file", file=path)
+    if not stat.S_ISREG(st.st_mode):
+        what = ("a named pipe" if stat.S_ISFIFO(st.st_mode) else
+                "a socket" if stat.S_ISSOCK(st.st_mode) else "a device")
+        raise SpecError(f"not a regular file ({what}); a spec is read only from a file",
+                        file=path)
+    _check_size(st.st_size, path)
+
+
+def _check_size(size: int, path) -> None:
+    if size > MAX_SPEC_BYTES:
         raise SpecError(f"larger than {MAX_SPEC_BYTES // 1024} KiB; a spec is a short text file",
                         file=path)
-    return decode_spec(data, path)
 
 
 def decode_spec(data: bytes, path: str) -> str:
@@ -139,6 +166,10 @@ def _describe(names) -> str:
 
 def parse(text: str, path: str = "<spec>") -> ast.SpecFile:
     """Parse .clq text into an ast.SpecFile (includes are not followed here; see load)."""
+    # a text (a checkpoint's spec, say) has the limit of a file; it has no more characters
+    # than UTF-8 bytes, so a huge one is refused without encoding it
+    _check_size(len(text) if len(text) > MAX_SPEC_BYTES
+                else len(text.encode("utf-8", "surrogatepass")), path)
     _check_nesting(text, path)
     comments = []
     try:
@@ -417,6 +448,7 @@ def parse_value(text: str, where: str = "<--set>") -> ast.Expr:
     """Parse one expression (the VALUE of `--set NAME=VALUE`); its positions are in `text`."""
     if "\n" in text:
         raise SpecError("a --set value is one line", file=where)
+    _check_size(len(text), where)  # a str given to build() can be any length
     _check_nesting(text, where)
     try:
         tree = _parser().parse(text, start="expr")

@@ -2,14 +2,19 @@
 
 Numbers, bools and lists are Python's int/float/bool/tuple; the rest are small frozen types:
 Sym (clique, dense, chain, all, none, per_stage, shared, last, ...), Policy (x0 + stage2),
-Dims (3x3, 3x32x32) and Generator (watts_strogatz(k = 4, p = 0.25, seed = 1)).
+Dims (3x3, 3x32x32), Generator (watts_strogatz(k = 4, p = 0.25, seed = 1)) and Edges
+(edges { 0 -> 1, 1 <-> 2 }).
+
+Every value is small: a list or a policy past MAX_ITEMS values is refused before it is built
+(forty lines of `param a1 = a0 + a0` would otherwise ask for 2^40 of them), and numbers past
+64 bits or past the range of a float are errors.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import ast
 from .errors import SpecError, did_you_mean
@@ -22,6 +27,7 @@ GENERATORS = {  # networkx random-graph generators over the layers of a block, a
     "barabasi_albert": {"m": int, "seed": int},
 }
 FUNCTIONS = {"floor", "ceil", "round", "min", "max", "len"} | set(GENERATORS)
+MAX_ITEMS = 4096  # values in one list, nested lists in full; a per-block list has <= 64
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,38 @@ class Generator:
         return f"{self.kind}(" + ", ".join(f"{k} = {v}" for k, v in self.kwargs) + ")"
 
 
+@dataclass(frozen=True)
+class Edges:
+    """An `edges { ... }` topology. Its endpoints are evaluated by the block that takes it (only
+    the block knows its layer count), so it keeps their expressions and the text they are in."""
+    edges: tuple  # ast.Edge
+    path: str = field(compare=False)
+    text: str = field(compare=False, repr=False)
+
+    def __str__(self):
+        from .fmt import expr
+        return expr(ast.EdgeList(self.edges))
+
+
 def is_reserved(name: str) -> bool:
-    return name in SYMBOLS or bool(_STAGE.match(name)) or name in ("C", "true", "false")
+    return (name in SYMBOLS or bool(_STAGE.match(name))
+            or name in ("C", "true", "false", "edges"))
+
+
+def size(v, limit=MAX_ITEMS) -> int:
+    """How many values `v` holds, nested lists counted in full (an empty list as one); the
+    count stops soon after `limit`, so a list that shares its items many times over costs
+    no more than that to measure."""
+    if isinstance(v, Policy):
+        return len(v.parts)
+    if not isinstance(v, tuple):
+        return 1
+    n = 0
+    for x in v:
+        n += size(x, limit - n)
+        if n > limit:
+            break
+    return max(n, 1)
 
 
 def show(v) -> str:
@@ -103,24 +139,46 @@ def _type_name(v) -> str:
         return "a feature policy"
     if isinstance(v, Generator):
         return "a graph generator"
+    if isinstance(v, Edges):
+        return "an edge list"
     return f"`{v}`"
 
 
-class Evaluator:
-    """Evaluates expressions against a lookup function for names (params, C)."""
+class UnknownName(SpecError):
+    """A name that is neither a param nor a symbol (the caller may know what was meant)."""
 
-    def __init__(self, lookup, path, text):
+    def __init__(self, message, *, name, **where):
+        self.name = name
+        super().__init__(message, **where)
+
+
+class Evaluator:
+    """Evaluates expressions against a lookup function for names (params, C).
+
+    `blame`, if given, maps the node an error is about to a note naming the overrides behind
+    it ("T = 13 comes from --set T=13"): the error is in the spec, its cause on the command
+    line."""
+
+    def __init__(self, lookup, path, text, blame=None):
         self.lookup = lookup  # name -> value, or raises KeyError
         self.path, self.text = path, text
+        self.blame = blame
 
-    def error(self, msg, node, hint=None) -> SpecError:
+    def error(self, msg, node, hint=None, cls=SpecError, **extra) -> SpecError:
+        note = self.blame(node) if self.blame is not None else None
+        if note:
+            msg += f" ({note})"
         pos = getattr(node, "pos", None)
         if pos is None:
-            return SpecError(msg, file=self.path, hint=hint)
+            return cls(msg, file=self.path, hint=hint, **extra)
         lines = self.text.split("\n")  # as lark counts lines
         src = lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
-        return SpecError(msg, file=self.path, line=pos.line, column=pos.column, source_line=src,
-                         hint=hint)
+        return cls(msg, file=self.path, line=pos.line, column=pos.column, source_line=src,
+                   hint=hint, **extra)
+
+    def _small(self, n, node, what):
+        if n > MAX_ITEMS:
+            raise self.error(f"{what} of more than {MAX_ITEMS:,} values is past the limit", node)
 
     def __call__(self, e):
         try:
@@ -134,7 +192,14 @@ class Evaluator:
         if isinstance(e, ast.Dims):
             return Dims(e.values)
         if isinstance(e, ast.List):
-            return tuple(self._eval(x) for x in e.items)
+            items = [self._eval(x) for x in e.items]
+            n = 0
+            for x in items:
+                n += size(x, MAX_ITEMS - n)
+                self._small(n, e, "a list")
+            return tuple(items)
+        if isinstance(e, ast.EdgeList):
+            return Edges(e.edges, self.path, self.text)
         if isinstance(e, ast.Name):
             return self._name(e)
         if isinstance(e, ast.Unary):
@@ -162,7 +227,8 @@ class Evaluator:
         if _STAGE.match(e.id):
             return Policy((e.id,))
         known = list(SYMBOLS) + list(getattr(self.lookup, "names", lambda: [])())
-        raise self.error(f"unknown name {e.id!r}", e, did_you_mean(e.id, known))
+        raise self.error(f"unknown name {e.id!r}", e, did_you_mean(e.id, known), UnknownName,
+                         name=e.id)
 
     def _num(self, v, node, what):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -186,8 +252,11 @@ class Evaluator:
             same = (a == b) and kind(a) == kind(b)
             return same if op == "==" else not same
         if op == "+" and isinstance(a, (Policy, Sym)) and isinstance(b, (Policy, Sym)):
-            return Policy(self._policy(a, e.left) + self._policy(b, e.right))
+            a, b = self._policy(a, e.left), self._policy(b, e.right)
+            self._small(len(a) + len(b), e, "a policy")
+            return Policy(a + b)
         if op == "+" and isinstance(a, tuple) and isinstance(b, tuple):
+            self._small(size(a) + size(b), e, "a list")
             return a + b
         a = self._num(a, e.left, f"`{op}`")
         b = self._num(b, e.right, f"`{op}`")

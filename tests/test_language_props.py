@@ -56,6 +56,7 @@ def exprs(depth=3):
         return leaves
     sub = exprs(depth - 1)
     args = st.builds(ast.Arg, st.one_of(st.none(), names), sub)
+    edge = st.builds(ast.Edge, sub, st.sampled_from(["->", "<->"]), sub)
     return st.one_of(
         leaves,
         st.builds(ast.BinOp, st.sampled_from(BINOPS), sub, sub),
@@ -63,6 +64,7 @@ def exprs(depth=3):
         st.builds(ast.IfElse, sub, sub, sub),
         st.lists(sub, max_size=3).map(lambda xs: ast.List(tuple(xs))),
         st.builds(ast.Call, st.sampled_from(FUNCS), st.lists(args, max_size=3).map(tuple)),
+        st.lists(edge, max_size=3).map(lambda es: ast.EdgeList(tuple(es))),
     )
 
 
@@ -107,6 +109,8 @@ edge_lists = tuples(edges, 4).map(ast.EdgeList)
 plain_attrs = st.one_of(
     st.builds(ast.Attr, st.sampled_from(ATTRS), expr),
     st.builds(ast.Attr, st.just("topology"), edge_lists),
+    st.builds(ast.Attr, st.just("topology"),  # one per block
+              tuples(st.one_of(edge_lists, small_expr)).map(ast.List)),
 )
 attrs = st.one_of(plain_attrs, ifs(plain_attrs))
 
@@ -185,6 +189,10 @@ class _Messy:
         elif isinstance(e, ast.IfElse):
             text = (f"(if {self.expr(e.cond)}{s()}then {self.expr(e.then)}{s()}"
                     f"else {self.expr(e.else_)})")
+        elif isinstance(e, ast.EdgeList):
+            edges = [f"{self.expr(x.src)}{s()}{x.arrow}{s()}{self.expr(x.dst)}" for x in e.edges]
+            trail = "," if edges and self.flip() else ""
+            text = f"edges{s()}{{" + f",{s()}".join(edges) + trail + "}"
         else:
             text = fmt_expr(e)
         return f"({text})" if self.flip(0.1) else text
@@ -223,11 +231,6 @@ class _Messy:
     def attr(self, x):
         if isinstance(x, ast.If):
             return self.if_(x, self.attr)
-        if isinstance(x.value, ast.EdgeList):
-            edges = [f"{self.expr(e.src)}{self.sep()}{e.arrow}{self.sep()}{self.expr(e.dst)}"
-                     for e in x.value.edges]
-            trail = "," if edges and self.flip() else ""
-            return f"{x.name} edges {{" + ",".join(edges) + trail + "}"
         return f"{x.name}{self.sep()}{self.expr(x.value)}"
 
     def stmt(self, x):

@@ -664,3 +664,16 @@ def test_version():
     proc = subprocess.run([sys.executable, "-m", "cliquegraph", "--version"], capture_output=True,
                           text=True, env=python_env(), cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.startswith("cliquegraph ")
+
+
+def test_a_checkpoints_spec_text_never_reads_local_files(capsys, full_run, tmp_path):
+    secret = tmp_path / "secret.clq"
+    secret.write_text("SECRET-LINE\n")
+    ckpt = load(full_run / "last.pt")
+    ckpt.pop("digest")
+    ckpt["spec_text"] = f'include "{secret}"\n' + ckpt["spec_text"]
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    assert cli.main(["eval", str(bad), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot include files" in err and "SECRET" not in err
