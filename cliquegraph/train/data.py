@@ -2,7 +2,7 @@
 
     ds = load("cifar10", "~/data", input_shape=(3, 32, 32), train=True)
     x, y = ds[torch.arange(64)]          # a normalised batch, no DataLoader needed
-    check_classes(ds, spec_classes=10)
+    check_classes(ds, net.outputs, net=net)
 
 CIFAR, SVHN and digits live in memory (uint8 or float tensors, normalised on indexing); ImageNet
 is decoded from its JPEGs in __getitem__, so it wants a DataLoader with workers. Every problem with
@@ -11,10 +11,13 @@ the data on disk is a DataError whose message says what was expected and where.
 
 from __future__ import annotations
 
-import codecs
+import errno
+import io
 import math
 import os
 import pickle
+import pickletools
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +27,28 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import did_you_mean
+from ..errors import UserError, did_you_mean
 from . import transforms
 
 DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "digits")
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A problem with the training data on disk (missing, wrong format, corrupt, wrong labels).
 
     The library raises it; the CLI prints `str(err)` and exits 1, so the message is one
     paragraph naming the path and what was expected there.
     """
+
+    def __init__(self, message: str = ""):
+        # A DataLoader re-raises a worker's exception as DataError("Caught DataError in DataLoader
+        # worker process 0.\nOriginal Traceback ...") (torch's ExceptionWrapper): keep only the
+        # worker's own one-paragraph message, the traceback's last line.
+        if isinstance(message, str) and message.startswith("Caught DataError in DataLoader"):
+            marker = f"{DataError.__module__}.{DataError.__qualname__}: "
+            if marker in message:
+                message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message)
 
 
 def load(name: str, data_dir, *, input_shape, train: bool, svhn_extra: bool = True) -> Dataset:
@@ -54,18 +67,47 @@ def load(name: str, data_dir, *, input_shape, train: bool, svhn_extra: bool = Tr
     if data_dir is None:
         raise DataError(f"{name} needs a data folder; only digits is bundled")
     root = Path(data_dir).expanduser()
-    if name in _CIFAR:
-        return _cifar(_CIFAR[name], name, root, shape, train)
-    if name == "svhn":
-        return _svhn(root, shape, train, svhn_extra)
-    return _imagenet(root, shape, train)
+    try:
+        if name in _CIFAR:
+            return _cifar(_CIFAR[name], name, root, shape, train)
+        if name == "svhn":
+            return _svhn(root, shape, train, svhn_extra)
+        return _imagenet(root, shape, train)
+    except OSError as err:  # an unreadable folder or file, a symbolic link loop, a disk error
+        raise DataError(_unreadable(err, root)) from None
 
 
-def check_classes(dataset, spec_classes: int) -> None:
-    """The spec's classifier must have one output per class of the data."""
-    if int(spec_classes) != dataset.classes:
-        raise DataError(f"the spec has {spec_classes} outputs but {dataset.name} has "
-                        f"{dataset.classes} classes; use --set classes={dataset.classes}")
+def _unreadable(err: OSError, root: Path) -> str:
+    path = err.filename if err.filename is not None else root
+    if err.errno == errno.ELOOP:
+        return (f"cannot read {path}: it is a symbolic link that leads back to itself (a link "
+                "loop); point it at the real folder or file, or remove it")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return (f"cannot read {path}: permission denied; make it readable (and folders "
+                "enterable) for this user, or move it out of the data folder")
+    return f"cannot read {path}: {err.strerror or err}"
+
+
+def check_classes(dataset, spec_classes: int, *, net=None) -> None:
+    """The spec's classifier must have one output per class of the data.
+
+    With the IR network `net`, the advice fits the spec: `--set classes=N` only where a
+    `classes` param sets the classifier's width, else an edit of the spec's `fc` line.
+    """
+    if int(spec_classes) == dataset.classes:
+        return
+    n = dataset.classes
+    problem = f"the spec has {spec_classes} outputs but {dataset.name} has {n} classes"
+    # Without `net`, assume the shipped specs' `fc classes`. A `classes` param whose value is
+    # not the output count does not set the classifier, so setting it would not help either.
+    if net is None or dict(net.params).get("classes") == spec_classes:
+        raise DataError(f"{problem}; use --set classes={n}")
+    if net.head and net.head[-1].kind == "fc":
+        edit = f"change its last `fc` line to `fc {n}`"
+    else:
+        edit = f"end its head with `fc {n}`"
+    raise DataError(f"{problem}; {net.path} has no `classes` param that sets its classifier's "
+                    f"width, so {edit} (or add `param classes = {n}` and write `fc classes`)")
 
 
 def _check_shape(name: str, shape: tuple, native: tuple) -> None:
@@ -190,73 +232,278 @@ def _read_cifar(fmt: _CifarFormat, folder: Path, files) -> tuple[np.ndarray, np.
 
 def _read_cifar_file(fmt: _CifarFormat, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch -> uint8 N x 3 x 32 x 32 images and int64 labels."""
+    raw = path.read_bytes()
     try:
-        with open(path, "rb") as f:
-            # The real files are Python 2 pickles: their keys come back as bytes.
-            batch = _ArrayUnpickler(f, encoding="bytes").load()
+        batch = _unpickle(raw)
     except Exception as e:  # a wrong file can fail unpickling in a dozen ways; all mean the same
-        raise DataError(f"{path} is not a {fmt.title} batch ({type(e).__name__}: {e}); "
+        raise DataError(f"{path} is not a {fmt.title} batch ({type(e).__name__}: {_said(e)}); "
                         f"{fmt.expected()}") from e
     if not isinstance(batch, dict):
         raise DataError(f"{path} holds a {type(batch).__name__}, not a {fmt.title} batch "
                         f"(a dict with data and {fmt.label_key}); {fmt.expected()}")
     data, labels = _entry(batch, "data"), _entry(batch, fmt.label_key)
     if data is None or labels is None:
-        keys = ", ".join(sorted(k.decode(errors="replace") if isinstance(k, bytes) else str(k)
-                                for k in batch))
-        raise DataError(f"{path} has no 'data' and '{fmt.label_key}' entries (it has: {keys}); "
-                        f"is it the other CIFAR? {fmt.expected()}")
-    data = np.asarray(data)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise DataError(f"{path}: data is {data.dtype} {data.shape}, expected uint8 N x 3072 "
+        raise DataError(f"{path} has no 'data' and '{fmt.label_key}' entries (it has: "
+                        f"{_keys(batch)}); is it the other CIFAR? {fmt.expected()}")
+    if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
+            or data.shape[1] != 3 * 32 * 32):
+        got = (f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray)
+               else f"a {type(data).__name__}")
+        raise DataError(f"{path}: data is {got}, expected uint8 N x 3072 "
                         f"(32x32 RGB, channel-major); {fmt.expected()}")
     labels = _labels(path, labels, len(data), low=0, high=fmt.classes - 1)
-    return data.reshape(-1, 3, 32, 32), labels
+    return np.asarray(data).reshape(-1, 3, 32, 32), labels
 
 
 def _entry(batch: dict, key: str):
     return batch.get(key.encode(), batch.get(key))
 
 
+def _keys(batch: dict) -> str:
+    """The batch's keys for a message: text keys by name (cut short), any others counted."""
+    names = sorted(k.decode("latin1") if isinstance(k, bytes) else k
+                   for k in batch if isinstance(k, (str, bytes)))
+    shown = [name if len(name) <= 40 else name[:40] + "..." for name in names[:10]]
+    rest = len(batch) - len(shown)
+    return ", ".join(shown + ([f"{rest} more"] if rest else [])) or "nothing"
+
+
+def _said(err: Exception) -> str:
+    """An exception's text fit for a one-paragraph message: no object addresses, not kilobytes."""
+    text = re.sub(r" (object )?at 0x[0-9a-fA-F]+", "", " ".join(str(err).split()))
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def _labels(path, labels, n: int, *, low: int, high: int) -> np.ndarray:
-    labels = np.asarray(labels).reshape(-1)
-    if np.issubdtype(labels.dtype, np.floating) and np.array_equal(labels, np.round(labels)):
-        labels = labels.astype(np.int64)  # MATLAB tools like to save whole numbers as double
-    if len(labels) != n or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{path}: expected {n} integer labels, got {len(labels)} of "
-                        f"{labels.dtype}")
-    if n and (labels.min() < low or labels.max() > high):
-        raise DataError(f"{path}: labels run {labels.min()}..{labels.max()}, expected "
+    """n whole-number labels in low..high, as int64: a list of ints (CIFAR) or a numeric array
+    (SVHN's N x 1, often double). Checked before any conversion, which could otherwise expand a
+    list of shared lists into an array of billions of elements."""
+    if isinstance(labels, np.ndarray) and labels.dtype.kind in "iuf":
+        values = np.asarray(labels).reshape(-1)
+    elif isinstance(labels, (list, tuple)):
+        values = labels
+    else:
+        what = (f"an array of {labels.dtype.name}" if isinstance(labels, np.ndarray)
+                else f"a {type(labels).__name__}")
+        raise DataError(f"{path}: expected {n} integer labels, got {what}")
+    if len(values) != n:
+        raise DataError(f"{path}: expected {n} integer labels (one per image), got {len(values)}")
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind == "f" and not (np.isfinite(values).all()
+                                             and np.array_equal(values, np.round(values))):
+            raise DataError(f"{path}: expected {n} integer labels, got {values.dtype.name} "
+                            "values that are not all whole numbers")
+        lo, hi = (int(values.min()), int(values.max())) if n else (low, high)
+    else:
+        bad = next((i for i, v in enumerate(values) if not _is_int(v)), None)
+        if bad is not None:
+            raise DataError(f"{path}: expected {n} integer labels, but label {bad} is a "
+                            f"{type(values[bad]).__name__}")
+        values = [int(v) for v in values]
+        lo, hi = (min(values), max(values)) if n else (low, high)
+    if lo < low or hi > high:
+        raise DataError(f"{path}: labels run {_number(lo)}..{_number(hi)}, expected "
                         f"{low}..{high}")
-    return labels.astype(np.int64)
+    return np.asarray(values, dtype=np.int64)
 
 
-def _pickle_allowlist() -> dict:
-    """The globals a pickled batch may name: numpy's array (and scalar) rebuilders under their
-    numpy 1 and numpy 2 module names, and the bytes helper of Python 3 protocol-2 pickles."""
-    rebuild, scalar = np.zeros(0).__reduce__()[0], np.int64(0).__reduce__()[0]
-    frombuffer = np.zeros(0).__reduce_ex__(5)[0]
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-               ("_codecs", "encode"): codecs.encode}
-    for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "_reconstruct")] = rebuild
-        allowed[(f"{core}.multiarray", "scalar")] = scalar
-        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
-    return allowed
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _number(value: int) -> str:
+    """An integer for a message; an absurd one by its size (str() refuses 4,300+ digits)."""
+    if abs(value) < 10 ** 15:
+        return str(value)
+    return f"{'-' if value < 0 else ''}2^{abs(value).bit_length() - 1}"
+
+
+# --- reading a pickled batch without letting the file decide how much memory it takes ---------
+
+def _unpickle(raw: bytes):
+    """A pickled batch from its bytes; memory stays within a small multiple of their size."""
+    _check_opcodes(raw)
+    # A real batch builds each of its bytes at most twice (a str into bytes, bytes into an array).
+    return _ArrayUnpickler(io.BytesIO(raw), budget=2 * len(raw)).load()
+
+
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
+def _check_opcodes(raw: bytes) -> None:
+    """Refuse, before anything is built, a pickle whose opcodes alone would take memory out of
+    proportion to its size: many more opcodes than a batch has (a few per 3,072-byte image), or
+    a memo index beyond the opcodes read so far (the C unpickler sizes its memo table by the
+    largest index the file names, so one opcode could claim gigabytes)."""
+    most = 10_000 + len(raw) // 256
+    for count, (op, arg, _) in enumerate(pickletools.genops(raw)):
+        if count > most:
+            raise pickle.UnpicklingError(f"more than {most:,} pickle opcodes in {len(raw):,} "
+                                         "bytes, far more than a data batch has")
+        if op.name in _MEMO_PUTS and arg > count:
+            raise pickle.UnpicklingError(f"memo index {_number(arg)} at opcode {count:,}: "
+                                         "picklers number their memo from 0")
+
+
+# Only _reconstruct may receive numpy.ndarray; a call of it (REDUCE, NEWOBJ) would allocate
+# whatever shape the file names, so the class itself is never handed out.
+_NDARRAY = object()
+_NUMPY_SCALAR = np.int64(0).__reduce__()[0]
+_NUMPY_FROMBUFFER = np.zeros(0).__reduce_ex__(5)[0]
+_PLAIN_KINDS = "biufcSU"  # booleans, integers, floats, complex numbers, bytes and str
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists and numpy arrays only: a data file should not be able to run code,
-    and a CIFAR batch needs nothing else."""
+    """Unpickles dicts, lists, numbers, strings and numpy arrays of numbers or strings only: a
+    data file should not be able to run code, and a CIFAR batch needs nothing else.
 
-    _allowed = _pickle_allowlist()
+    What the allowed constructors build is charged to `budget` bytes, so shared references to
+    one piece of data cannot be multiplied into copies of it.
+    """
+
+    def __init__(self, file, *, budget: int):
+        # The real files are Python 2 pickles: their keys come back as bytes.
+        super().__init__(file, encoding="bytes")
+        self._left = budget
+        self._allowed = {("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _PickledDtype,
+                         ("_codecs", "encode"): self._latin1}
+        for builtins in ("builtins", "__builtin__"):  # protocols 0-2 write Python 2's name
+            self._allowed[(builtins, "bytes")] = _empty_bytes
+            self._allowed[(builtins, "bytearray")] = self._bytearray
+        for core in ("numpy.core", "numpy._core"):  # numpy 1 and numpy 2
+            self._allowed[(f"{core}.multiarray", "_reconstruct")] = self._reconstruct
+            self._allowed[(f"{core}.multiarray", "scalar")] = self._scalar
+            self._allowed[(f"{core}.numeric", "_frombuffer")] = self._frombuffer
 
     def find_class(self, module, name):
         try:
             return self._allowed[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a data batch "
-                                         "holds only arrays and lists") from None
+                                         "holds only arrays, lists, numbers and strings") from None
+
+    def _spend(self, nbytes: int) -> None:
+        if nbytes > self._left:
+            raise pickle.UnpicklingError("it builds more data than the file holds (shared "
+                                         "references to its data, repeated)")
+        self._left -= nbytes
+
+    def _latin1(self, text, encoding):
+        """Python 3's bytes in protocol 0-2 pickles: _codecs.encode(text, 'latin1')."""
+        if not isinstance(text, str) or encoding != "latin1":
+            raise pickle.UnpicklingError("_codecs.encode is allowed only to turn text into "
+                                         "bytes with latin1, as pickle writes bytes")
+        self._spend(len(text))
+        return text.encode("latin1")
+
+    def _bytearray(self, data=b""):
+        if not isinstance(data, bytes):
+            raise pickle.UnpicklingError("bytearray is allowed only from bytes, as pickle "
+                                         "writes it")
+        self._spend(len(data))
+        return bytearray(data)
+
+    def _reconstruct(self, cls, shape, dtype):
+        """numpy's first step in rebuilding an array: an empty one, whose state (BUILD, next)
+        says its shape, dtype and bytes."""
+        if cls is not _NDARRAY:
+            raise pickle.UnpicklingError("numpy's _reconstruct is allowed only for ndarray")
+        array = np.ndarray.__new__(_PickledArray, (0,), np.uint8)
+        array._spend = self._spend
+        return array
+
+    def _scalar(self, dtype, data):
+        dtype = _plain_dtype(dtype)
+        if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+            raise pickle.UnpicklingError(f"a numpy {dtype} scalar needs {dtype.itemsize} bytes")
+        self._spend(len(data))
+        return _NUMPY_SCALAR(dtype, data)
+
+    def _frombuffer(self, buf, dtype, shape, order, *axis_order):
+        """Protocol 5's array: its bytes, dtype and shape."""
+        dtype, shape = _plain_dtype(dtype), _array_shape(shape)
+        _check_array_bytes(buf, shape, dtype)
+        self._spend(len(buf))
+        return _NUMPY_FROMBUFFER(buf, dtype, shape, order, *axis_order)
+
+
+def _empty_bytes(*args) -> bytes:
+    """Protocols 0-2 write b'' as a call of bytes() without arguments; nothing else is needed."""
+    if args:
+        raise pickle.UnpicklingError("bytes() is allowed only without arguments, as pickle "
+                                     "writes b''")
+    return b""
+
+
+class _PickledArray(np.ndarray):
+    """An array that `_reconstruct` made: its state (shape, dtype, Fortran order, bytes) is
+    checked against its own bytes and paid for before numpy takes it. An object array's state
+    holds a list instead of bytes and is refused (numpy 2.4 crashes on a short one)."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("an array's state is not numpy's")
+        shape, dtype, fortran, data = state[-4:]
+        shape, dtype = _array_shape(shape), _plain_dtype(dtype)
+        _check_array_bytes(data, shape, dtype)
+        self._spend(len(data))
+        super().__setstate__((1, shape, dtype, bool(fortran), data))
+
+
+class _PickledDtype:
+    """numpy.dtype as a pickle rebuilds it (a call with its spec, then BUILD with its state),
+    held as data until an array or scalar needs it: only plain numbers and strings are made, so
+    no state can describe an object, structured or subarray type."""
+
+    spec, state = None, ()  # also when NEWOBJ makes one without calling __init__
+
+    def __init__(self, spec=None, align=False, copy=True):
+        self.spec = spec
+
+    def __setstate__(self, state):
+        self.state = state if isinstance(state, tuple) else ()
+
+    def resolve(self) -> np.dtype | None:
+        spec, state = _text(self.spec), self.state
+        if not isinstance(spec, str) or len(spec) > 16 or any(p is not None for p in state[2:5]):
+            return None  # state[2:5]: subarray, field names, fields
+        order = _text(state[1]) if len(state) > 1 else "|"
+        size = state[5] if len(state) > 5 else -1
+        try:
+            dtype = np.dtype(spec)
+            if dtype.kind in "SU" and isinstance(size, int) and size > 0:  # bytes per item
+                dtype = np.dtype(f"{dtype.kind}{size // (4 if dtype.kind == 'U' else 1)}")
+            if order in ("<", ">"):
+                dtype = dtype.newbyteorder(order)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return dtype if dtype.kind in _PLAIN_KINDS else None
+
+
+def _text(value):
+    return value.decode("latin1") if isinstance(value, bytes) else value  # a Python 2 str
+
+
+def _plain_dtype(dtype) -> np.dtype:
+    """The numpy dtype a _PickledDtype stands for, if it is a plain number or string type."""
+    plain = dtype.resolve() if isinstance(dtype, _PickledDtype) else None
+    if plain is None:
+        raise pickle.UnpicklingError("only arrays of plain numbers or strings are allowed "
+                                     "(no object, structured or subarray dtypes)")
+    return plain
+
+
+def _check_array_bytes(data, shape: tuple, dtype: np.dtype) -> None:
+    if not isinstance(data, (bytes, bytearray)) or len(data) != math.prod(shape) * dtype.itemsize:
+        raise pickle.UnpicklingError(f"an array of {_number(math.prod(shape))} {dtype} does "
+                                     "not match its bytes")
+
+
+def _array_shape(shape) -> tuple:
+    if (isinstance(shape, tuple) and len(shape) <= 32
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        return shape
+    raise pickle.UnpicklingError("an array's shape is not a tuple of sizes")
 
 
 # --- SVHN, format 2 (cropped 32x32 digits) -----------------------------------------------------
@@ -313,8 +560,11 @@ def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
 _IMAGENET_EXPECTED = ("expected train/ and val/ with one folder of JPEGs per class "
                       "(e.g. train/n01440764/*.JPEG), the same class folders in both")
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp", ".tif", ".tiff"}
-# What Pillow raises for a file it cannot decode: unknown format, truncated, bomb, bad header.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+# What Pillow raises for a file it cannot decode: unknown format, truncated, bad header.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
+# No photograph is this elongated; a file that is (a 1 x 300,000 strip) is skipped, as a corrupt
+# one is, rather than cropped from a few pixels' width.
+MAX_ASPECT = 100
 
 
 class ImageFolder(Dataset):
@@ -322,7 +572,9 @@ class ImageFolder(Dataset):
     per §6: random-resized crop + flip for training, resize + centre crop for validation.
 
     An undecodable image does not stop a run: it is recorded in `bad_files` (per process: each
-    DataLoader worker keeps its own), warned about once, and the next good image stands in.
+    DataLoader worker keeps its own), warned about once, and the next good image stands in. So
+    is one whose header gives a size not worth decoding: more pixels than Pillow's
+    decompression-bomb limit (Image.MAX_IMAGE_PIXELS), or sides further apart than MAX_ASPECT.
     """
 
     def __init__(self, samples, class_names, *, size, train: bool, root: Path):
@@ -349,10 +601,9 @@ class ImageFolder(Dataset):
                 continue
             path, label = self.samples[i]
             try:
-                with Image.open(path) as img:
-                    img = img.convert("RGB")  # greyscale and CMYK JPEGs exist in ImageNet
-            except _DECODE_ERRORS as e:
-                self._skip(i, path, e)
+                img = _decode(path)
+            except _Unusable as e:
+                self._skip(i, path, str(e))
                 continue
             return self._transform(img), label
         raise DataError(f"none of the {self.images} images under {self.root / self.split} "
@@ -363,14 +614,38 @@ class ImageFolder(Dataset):
             return transforms.train_transform(img, self.size)
         return transforms.eval_transform(img, self.size)
 
-    def _skip(self, i: int, path: str, err: Exception):
+    def _skip(self, i: int, path: str, reason: str):
         self._bad.add(i)
         self.bad_files.append(path)
-        warnings.warn(f"skipping {path}: cannot decode it ({err}); the next image stands in",
-                      stacklevel=3)
+        warnings.warn(f"skipping {path}: {reason}; the next image stands in", stacklevel=3)
 
     def __repr__(self):
         return f"<imagenet {self.split}: {self.images} images, {self.classes} classes>"
+
+
+class _Unusable(Exception):
+    """Why an image file is skipped."""
+
+
+def _decode(path: str) -> Image.Image:
+    """The RGB image in `path`; its size is checked from the header, before any pixel is read."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its pixel limit and twice that (and raises above): make
+            # both a skip that names the file.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            width, height = img.size
+            if min(width, height) < 1 or max(width, height) > MAX_ASPECT * min(width, height):
+                raise _Unusable(f"it is {width} x {height} pixels, one side more than "
+                                f"{MAX_ASPECT} times the other; no photograph is that shape")
+            return img.convert("RGB")  # greyscale and CMYK JPEGs exist in ImageNet
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise _Unusable(f"it is too large to decode ({e})") from None
+    except _DECODE_ERRORS as e:
+        verb = "read" if getattr(e, "errno", None) else "decode"  # a permission, not a format
+        raise _Unusable(f"cannot {verb} it ({e})") from None
 
 
 def _imagenet(root: Path, shape, train: bool) -> ImageFolder:

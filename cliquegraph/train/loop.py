@@ -133,7 +133,7 @@ def _train(cfg: TrainConfig, world, device) -> Run:
 
     train_set = load(dataset, data_dir, input_shape=net.input_shape, train=True)
     test_set = load(dataset, data_dir, input_shape=net.input_shape, train=False)
-    check_classes(train_set, net.outputs)
+    check_classes(train_set, net.outputs, net=net)
 
     torch.manual_seed(seed)  # the initial weights: the same on every process
     gm = lower(net, channels_last=cfg.channels_last, memory_efficient=cfg.memory_efficient)
@@ -306,7 +306,7 @@ def evaluate_checkpoint(path, *, dataset=None, data_dir=None, batch_size=128, de
                          "`compile --save`?): give --dataset")
     data_dir = data_dir or obj.get("data_dir") or "data"
     test_set = load(dataset, data_dir, input_shape=net.input_shape, train=False)
-    check_classes(test_set, net.outputs)
+    check_classes(test_set, net.outputs, net=net)
     device = torch.device(device)
     gm.to(device)
     batches = _Batches(test_set, batch_size, distributed.World(), device, 0, workers,

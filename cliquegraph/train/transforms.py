@@ -80,10 +80,14 @@ def resize_center_crop(img: Image.Image, size: tuple[int, int]) -> Image.Image:
         new_w, new_h = short, max(short, round(height * short / width))
     else:
         new_w, new_h = max(short, round(width * short / height)), short
-    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
     top = round((new_h - out_h) / 2)
     left = round((new_w - out_w) / 2)
-    return img.crop((left, top, left + out_w, top + out_h))
+    # Only the crop is resampled, from its box in the original's coordinates (the pixels of
+    # resizing the whole image, then cropping, up to rounding): a 1 x 300,000 strip would
+    # resize to gigabytes.
+    sx, sy = width / new_w, height / new_h
+    box = (left * sx, top * sy, (left + out_w) * sx, (top + out_h) * sy)
+    return img.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box)
 
 
 def to_tensor(img: Image.Image, mean, std) -> torch.Tensor:
