@@ -1,7 +1,7 @@
 """Bench: one network's training step in four forms, each timed and measured in its own process.
 
     default         the project's lowering (lower.lower)
-    original_style  the eager module in the original implementation's form (reference.OriginalNet)
+    original_style  the eager module in the original implementation's form (original.OriginalNet)
     naive           the per-edge reference interpreter (reference.NaiveNet)
     conv_floor      only the network's convolutions (and its fc), each on its own preallocated
                     random input: no BN, ReLU or concatenation. What the others are held to.
@@ -31,115 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cli import plural
+from . import ir
+from .original import original_from_ir
 
 VARIANTS = ("default", "original_style", "naive", "conv_floor")
 ORIGINAL, FLOOR = "original_style", "conv_floor"
-
-
-# ---- the original implementation's form, from the IR -----------------------------------------
-
-def _unsupported(why: str) -> ValueError:
-    return ValueError(f"original_style cannot express this spec: {why}")
-
-
-def _kinds(ops) -> list:
-    return [op.kind for op in ops if op.kind != "dropout"]  # the original always has dropout
-
-
-def original_config(net) -> dict:
-    """OriginalNet's constructor arguments for an IR network, or ValueError saying what the
-    original cannot express. Reads the IR only."""
-    blocks = net.blocks
-    if net.input_shape[0] != 3:
-        raise _unsupported(f"input has {net.input_shape[0]} channels (the original takes RGB)")
-    for b in blocks:
-        where, n = f"block {b.index}", b.layers
-        if b.topology != "clique" or b.graph.number_of_edges() != n * n:
-            raise _unsupported(f"{where} has topology {b.topology} (the original has clique "
-                               f"blocks only)")
-        if n < 2:
-            raise _unsupported(f"{where} has {n} layer (the original's Stage II needs two)")
-        if b.stages != 2:
-            raise _unsupported(f"{where} has {plural(b.stages, 'stage')} (the original has exactly 2)")
-        if b.steps is not None and b.steps != n:
-            raise _unsupported(f"{where} stops Stage II after {b.steps} of {n} updates (steps)")
-        if tuple(b.feature) != ("x0", "stage2"):
-            raise _unsupported(f"{where} sends {' + '.join(b.feature) or 'nothing'} to the loss "
-                               f"(the original: x0 + stage2)")
-        if tuple(b.transit) != ("stage2",):
-            raise _unsupported(f"{where} sends {' + '.join(b.transit) or 'nothing'} to the next "
-                               f"block (the original: stage2)")
-        if b.bn != "per_stage":
-            raise _unsupported(f"{where} has bn {b.bn} (the original: one BN per stage)")
-        if b.bottleneck is not None and b.bottleneck != b.width:
-            raise _unsupported(f"{where} has bottleneck {b.bottleneck} != width {b.width}")
-        if b.kernel[0] != b.kernel[1]:
-            raise _unsupported(f"{where} has a non-square kernel {b.kernel}")
-        first = blocks[0]
-        if (b.kernel, b.dropout, b.bottleneck is None) != \
-                (first.kernel, first.dropout, first.bottleneck is None):
-            raise _unsupported(f"{where} differs from block 1 in kernel, dropout or bottleneck "
-                               f"(the original has one setting for all blocks)")
-
-    stem = net.stem
-    imagenet_stem = any(op.kind == "maxpool" or op.stride != (1, 1) for op in stem)
-    if imagenet_stem:
-        ok = (_kinds(stem) == ["conv", "bn", "relu", "maxpool"]
-              and (stem[0].kernel, stem[0].stride, stem[0].padding) == ((7, 7), (2, 2), (3, 3))
-              and (stem[3].kernel, stem[3].stride, stem[3].padding) == ((3, 3), (2, 2), (1, 1)))
-    else:
-        ok = _kinds(stem) == ["conv"] and (stem[0].kernel, stem[0].padding) == ((3, 3), (1, 1))
-    if not ok or stem[0].bias:
-        raise _unsupported("the stem is neither conv 7x7/2 + BN-ReLU + max pool 3x3/2 nor a "
-                           "bare conv 3x3")
-
-    attention = any(op.kind == "se" for ops in net.transitions for op in ops)
-    for t, ops in enumerate(net.transitions, 1):
-        want = ["bn", "relu", "conv"] + (["se"] if attention else []) + ["avgpool"]
-        conv = next((op for op in ops if op.kind == "conv"), None)
-        if _kinds(ops) != want or conv.kernel != (1, 1) or conv.in_shape[0] != conv.out_shape[0] \
-                or ops[-1].kernel != (2, 2):
-            raise _unsupported(f"transition {t} is {' '.join(op.kind for op in ops)} (the "
-                               f"original: bn relu conv1x1 C [se] pool avg 2, in every one)")
-        se = [op for op in ops if op.kind == "se"]
-        if se and se[0].hidden != se[0].in_shape[0] // 2:
-            raise _unsupported(f"transition {t} has se reduction != 2")
-
-    if tuple(net.scales) != tuple(b.index for b in blocks):
-        raise _unsupported(f"the head reads scales {list(net.scales)} (the original: all)")
-    compression = any(op.kind == "conv" for ops in net.head_scale for op in ops)
-    for s, ops in zip(net.scales, net.head_scale):
-        want = (["bn", "relu", "conv"] if compression else []) + ["bn", "relu", "gpool"]
-        if _kinds(ops) != want:
-            raise _unsupported(f"the head of block {s} is {' '.join(op.kind for op in ops)} "
-                               f"(the original: [bn relu conv1x1 C//2] bn relu pool global)")
-    if _kinds(net.head) != ["fc"]:
-        raise _unsupported(f"the classifier is {' '.join(_kinds(net.head))} (the original: fc)")
-    drops = {op.p for ops in net.transitions + net.head_scale for op in ops
-             if op.kind == "dropout"}
-    if drops - {blocks[0].dropout}:
-        raise _unsupported(f"dropout {sorted(drops)} outside the blocks differs from the "
-                           f"blocks' {blocks[0].dropout} (the original has one rate)")
-
-    first = blocks[0]
-    return dict(widths=[b.width for b in blocks], layers=[b.layers for b in blocks],
-                imagenet_stem=imagenet_stem, stem_channels=stem[0].out_shape[0],
-                attention=attention, compression=compression,
-                bottleneck=first.bottleneck is not None, classes=net.outputs,
-                kernel=first.kernel[0], dropout=first.dropout)
-
-
-def original_from_ir(net):
-    """reference.OriginalNet for an IR network, with the same parameter count as the network
-    (ValueError when the original cannot express the spec)."""
-    from .elaborate import count_params
-    from .reference import OriginalNet
-    model = OriginalNet(**original_config(net))
-    got, want = sum(p.numel() for p in model.parameters()), count_params(net)
-    if got != want:
-        raise _unsupported(f"the original form has {got:,} parameters, the spec {want:,}")
-    return model
 
 
 # ---- the conv floor ---------------------------------------------------------------------------
@@ -156,8 +52,11 @@ def conv_shapes(net) -> list:
                 out.append((op.kind, tuple(op.in_shape), op.out_shape[0], tuple(op.kernel),
                             tuple(op.stride), tuple(op.padding), op.bias))
 
-    ops(net.stem)
-    for b in net.blocks:
+    for part in ir.parts(net):
+        if part.kind != "block":
+            ops(part.ops)
+            continue
+        b = part.block
         g, hw = b.graph, tuple(b.in_shape[1:])
         mid = b.bottleneck or b.width
         pad3 = (b.kernel[0] // 2, b.kernel[1] // 2)
@@ -169,11 +68,6 @@ def conv_shapes(net) -> list:
             if b.bottleneck:
                 out.append(("conv", (b.bottleneck,) + hw, b.width, tuple(b.kernel), (1, 1),
                             pad3, False))
-        if b.index <= len(net.transitions):
-            ops(net.transitions[b.index - 1])
-    for section in net.head_scale:
-        ops(section)
-    ops(net.head)
     return out
 
 

@@ -37,7 +37,7 @@ class CheckpointError(UserError):
 
 
 def payload(gm, spec_path, params) -> dict:
-    from .elaborate import standalone
+    from .load import standalone
     from .values import as_text
     texts = {k: as_text(v) for k, v in (params or {}).items()}
     return {"format": FORMAT, "network": gm.meta["cliquegraph"]["name"],

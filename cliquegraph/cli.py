@@ -9,16 +9,11 @@ import os
 import sys
 
 from .atomic import write_text_atomic
-from .errors import SpecError, UserError
+from .errors import SpecError, UserError, plural
 
 
 class UsageError(Exception):
     pass
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """'1 epoch', '2 epochs'; '2 processes' with `words`."""
-    return f"{n} " + (word if n == 1 else words or word + "s")
 
 
 def parse_sets(items) -> dict:

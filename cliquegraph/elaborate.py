@@ -1,21 +1,22 @@
 """Elaborate: spec files + overrides -> IR (cliquegraph.ir).
 
-Follows includes and `extends`, resolves params (defaults, `--set` overrides, arithmetic),
-expands `if`, broadcasts per-block values, checks meaning and limits, and resolves every shape
-from the input size. Every problem is a SpecError at the file:line:col of the AST node.
+Reads the spec through load.py (includes, `extends`), resolves params (defaults, `--set`
+overrides, arithmetic), expands `if`, broadcasts per-block values, checks meaning and limits,
+and resolves every shape from the input size. Every problem is a SpecError at the
+file:line:col of the AST node.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 
 import networkx as nx
 
-from . import ast, ir, topology
-from .errors import SpecError, did_you_mean
-from .parse import parse, parse_file, parse_value, source_lines
+from . import ast, ir, names, topology
+from .errors import SpecError, did_you_mean, error_at
+from .load import lineage, load
+from .parse import parse_value
 from .values import (MAX_ITEMS, SYMBOLS, Dims, Edges, Evaluator, Generator, Policy, Sym,
                      UnknownName, is_reserved, kind, show, size)
 
@@ -24,88 +25,6 @@ LIMITS = {"layers": 1000, "channels": 65536, "stages": 16, "blocks": 64, "size":
 BLOCK_ATTRS = ("layers", "width", "topology", "stages", "steps", "feature", "transit",
                "bottleneck", "bn", "dropout", "kernel")
 _STAGE = re.compile(r"stage(\d+)$")
-
-
-# ---- loading: includes and extends ------------------------------------------------------------
-
-def load(path, text=None, includes=True) -> tuple[dict, ast.Network]:
-    """All networks visible from `path` (its own and its includes') and its main network.
-
-    With `text`, that is the file's content (a spec kept in a checkpoint, say). With
-    `includes=False` an `include` is an error: a checkpoint's text then reads no file at all."""
-    path = os.fspath(path)
-    networks: dict[str, tuple[ast.Network, ast.SpecFile]] = {}
-    spec = _load_into(path, networks, stack=(), loaded=set(), text=text, includes=includes)
-    if not spec.networks:
-        lines = source_lines(spec.text.rstrip())
-        hint = "expected `network NAME { ... }`"
-        if any(isinstance(item, ast.Include) for item in spec.items):
-            hint += "; `network NAME extends BASE { }` builds a network of an included file"
-        raise SpecError("no network in this file", file=path, line=len(lines),
-                        column=len(lines[-1]) + 1, source_line=lines[-1], hint=hint)
-    return networks, spec.networks[-1]
-
-
-def _load_into(path, networks, stack, loaded, text=None, includes=True):
-    if includes:
-        real = os.path.realpath(path)
-        if real in stack:
-            raise SpecError("include cycle: " + " -> ".join(stack + (real,)), file=path)
-        if real in loaded:  # included before, through another file: once is enough
-            return None
-        loaded.add(real)
-    spec = parse_file(path) if text is None else parse(text, path)
-    for item in spec.items:
-        if isinstance(item, ast.Include) and not includes:
-            raise _at(spec, item, f"cannot include {item.path!r}: a checkpoint's spec text "
-                      "cannot include files",
-                      "a checkpoint keeps its spec with every include inlined; this text was "
-                      "edited or written by hand")
-        if isinstance(item, ast.Include):
-            target = os.path.join(os.path.dirname(path), item.path)
-            try:
-                _load_into(target, networks, stack + (real,), loaded)
-            except SpecError as err:
-                if err.file == target and err.line is None:  # missing include: point at it
-                    raise _at(spec, item, f"cannot include {item.path!r}: {err.message}") from None
-                raise
-        else:
-            if item.name in networks and networks[item.name][1].path != spec.path:
-                raise _at(spec, item, f"network {item.name!r} is also defined in "
-                          f"{networks[item.name][1].path}")
-            if item.name in networks:
-                raise _at(spec, item, f"network {item.name!r} is defined twice in this file")
-            networks[item.name] = (item, spec)
-    return spec
-
-
-def _at(spec: ast.SpecFile, node, msg, hint=None) -> SpecError:
-    pos = getattr(node, "pos", None)
-    if pos is None:
-        return SpecError(msg, file=spec.path, hint=hint)
-    lines = spec.text.split("\n")  # as lark counts lines
-    return SpecError(msg, file=spec.path, line=pos.line, column=pos.column,
-                     source_line=lines[pos.line - 1] if pos.line <= len(lines) else "", hint=hint)
-
-
-def _lineage(networks, main: ast.Network):
-    """[(network, file)] from the root ancestor down to `main`."""
-    chain, seen = [], set()
-    net, spec = networks[main.name]
-    while True:
-        if net.name in seen:
-            raise _at(spec, net, "extends cycle: " + " -> ".join(n.name for n, _ in chain)
-                      + f" -> {net.name}")
-        seen.add(net.name)
-        chain.append((net, spec))
-        if net.extends is None:
-            break
-        if net.extends not in networks:
-            raise _at(spec, net, f"network {net.name!r} extends unknown network {net.extends!r}",
-                      did_you_mean(net.extends, networks) or
-                      'define it above, or `include "file.clq"` that defines it')
-        net, spec = networks[net.extends]
-    return chain[::-1]
 
 
 # ---- params -----------------------------------------------------------------------------------
@@ -128,7 +47,7 @@ class _Params:
             raise KeyError(name)
         if name in self.active:
             expr, spec = self.decls[name]
-            raise _at(spec, expr, "param cycle: " + " -> ".join(self.active + [name]))
+            raise error_at(spec, expr, "param cycle: " + " -> ".join(self.active + [name]))
         self.active.append(name)
         try:
             expr, spec = self.decls[name]
@@ -251,15 +170,6 @@ def _python_value(value, name, where):
 
 # ---- elaboration ------------------------------------------------------------------------------
 
-def standalone(path) -> str:
-    """The main network of `path` and its ancestors as one spec text with no includes: what a
-    checkpoint keeps so the module can be rebuilt anywhere."""
-    from .fmt import fmt
-    networks, main = load(path)
-    items = tuple(net for net, _ in _lineage(networks, main))
-    return fmt(ast.SpecFile(items=items))
-
-
 def elaborate(path, overrides=None, text=None, includes=True) -> ir.Network:
     """The IR of the main network of spec file `path`, with params overridden.
 
@@ -269,18 +179,19 @@ def elaborate(path, overrides=None, text=None, includes=True) -> ir.Network:
     a checkpoint (whose spec text is self-contained, see standalone) must not read local files
     a crafted checkpoint names."""
     networks, main = load(path, text, includes)
-    lineage = _lineage(networks, main)
+    chain = lineage(networks, main)
     decls: dict = {}
-    for net, spec in lineage:
+    for net, spec in chain:
         seen = {}
         for stmt in net.body:
             _no_nested_params(stmt, spec)
             if isinstance(stmt, ast.Param):
                 if stmt.name in seen:
-                    raise _at(spec, stmt, f"param {stmt.name} is declared twice in "
-                              f"{net.name} (first on line {seen[stmt.name].pos.line})")
+                    raise error_at(spec, stmt, f"param {stmt.name} is declared twice in "
+                                   f"{net.name} (first on line {seen[stmt.name].pos.line})")
                 if is_reserved(stmt.name):
-                    raise _at(spec, stmt, f"{stmt.name!r} is a reserved word, not a param name")
+                    raise error_at(spec, stmt,
+                                   f"{stmt.name!r} is a reserved word, not a param name")
                 seen[stmt.name] = stmt
                 decls[stmt.name] = (stmt.value, spec)
     conv = {}
@@ -293,14 +204,14 @@ def elaborate(path, overrides=None, text=None, includes=True) -> ir.Network:
     params = _Params(decls, conv)
     for name in decls:  # resolve all, so every override is type-checked
         params(name)
-    return _Builder(main, lineage, params).build()
+    return _Builder(main, chain, params).build()
 
 
 def _no_nested_params(stmt, spec, inside=False):
     if isinstance(stmt, ast.Param) and inside:
-        raise _at(spec, stmt, "a param cannot be declared inside `if`",
-                  hint="declare it at the top of the network and make its value conditional: "
-                  "param x = if c then a else b")
+        raise error_at(spec, stmt, "a param cannot be declared inside `if`",
+                       hint="declare it at the top of the network and make its value conditional: "
+                       "param x = if c then a else b")
     if isinstance(stmt, ast.If):
         for s in stmt.then + stmt.else_:
             _no_nested_params(s, spec, True)
@@ -322,7 +233,7 @@ class _Builder:
 
     def err(self, spec, node, msg, hint=None):
         note = self.params.blame(node)
-        return _at(spec, node, f"{msg} ({note})" if note else msg, hint)
+        return error_at(spec, node, f"{msg} ({note})" if note else msg, hint)
 
     def whole(self, v, spec, node, what, lo=1, hi=None):
         if isinstance(v, float) and v.is_integer():
@@ -400,14 +311,13 @@ class _Builder:
                 ops, shape = self.ops(trans[1], trans[0].ops, t_in, f"transition {b}")
                 transitions.append(ops)
         scales, head_scale, head_ops = self.head(*head, blocks)
-        graph = _network_graph(self.input_shape(*inp), stem_ops, blocks, transitions, scales,
-                               head_scale, head_ops)
         net = ir.Network(
             name=self.main.name, path=self.lineage[-1][1].path, text=self.lineage[-1][1].text,
             params=tuple((name, self.params(name)) for name in self.params.names()),
             input_shape=self.input_shape(*inp), stem=stem_ops, blocks=tuple(blocks),
             transitions=tuple(transitions), scales=scales, head_scale=head_scale,
-            head=head_ops, graph=graph)
+            head=head_ops, graph=None)
+        net = dataclasses.replace(net, graph=_network_graph(net))
         total = count_params(net)
         if total > LIMITS["params"]:
             raise self.err(blocks_stmt[1], blocks_stmt[0],
@@ -676,8 +586,8 @@ class _Builder:
         split = next((i for i, (op, _) in enumerate(ops)
                       if op.kind == "pool" and op.arg("mode").id == "global"), None)
         if split is None:
-            raise _at(spec, stmt, "the head needs a `pool global` (it turns each block "
-                      "feature into a vector)")
+            raise error_at(spec, stmt, "the head needs a `pool global` (it turns each block "
+                           "feature into a vector)")
         per_scale, tail = ops[:split + 1], ops[split + 1:]
         with_feature = [b.index for b in blocks if b.feature]
         v = scales_v[0] if scales_v else Sym("all")
@@ -698,7 +608,7 @@ class _Builder:
                 raise self.err(where[1], where[2] if scales_v else stmt,
                                f"block {s} has feature none but the head reads it")
         if not scales:
-            raise _at(spec, stmt, "no block sends a feature to the head")
+            raise error_at(spec, stmt, "no block sends a feature to the head")
         head_scale = []
         for s in scales:
             b = blocks[s - 1]
@@ -718,38 +628,38 @@ class _Builder:
         return tuple(out), shape
 
 
-def _network_graph(input_shape, stem, blocks, transitions, scales, head_scale, head):
+def _network_graph(net: ir.Network) -> nx.DiGraph:
+    """The main path input -> stem -> block 1 -> transition 1 -> ... -> block B, each edge with
+    the shape it carries, and an edge from each block whose feature the head reads."""
     g = nx.DiGraph()
-    g.add_node("input", kind="input", shape=input_shape)
-    g.add_node("stem", kind="stem", ops=stem)
-    g.add_edge("input", "stem", shape=input_shape)
-    prev, shape = "stem", stem[-1].out_shape if stem else input_shape
-    for b in blocks:
-        name = f"block{b.index}"
-        g.add_node(name, kind="block", block=b)
-        g.add_edge(prev, name, shape=shape, role="transit" if prev != "stem" else "input")
-        if b.index <= len(transitions):
-            t = transitions[b.index - 1]
-            tname = f"transition{b.index}"
-            g.add_node(tname, kind="transition", ops=t)
-            g.add_edge(name, tname, shape=(b.transit_channels,) + b.in_shape[1:],
-                       role="transit", sources=b.transit)
-            prev, shape = tname, t[-1].out_shape if t else (b.transit_channels,) + b.in_shape[1:]
-    g.add_node("head", kind="head", scales=scales, ops=head)
-    for s in scales:
-        b = blocks[s - 1]
-        g.add_edge(f"block{s}", "head", shape=(b.feature_channels,) + b.in_shape[1:],
-                   role="feature", sources=b.feature)
+    g.add_node("input", kind="input", shape=net.input_shape)
+    prev, parts = "input", list(ir.parts(net))
+    for p in parts:
+        if p.kind == "stem":
+            g.add_node(p.name, kind="stem", ops=p.ops)
+            g.add_edge(prev, p.name, shape=p.in_shape)
+        elif p.kind == "block":
+            g.add_node(p.name, kind="block", block=p.block)
+            g.add_edge(prev, p.name, shape=p.in_shape,
+                       role="transit" if prev != names.STEM else "input")
+        elif p.kind == "transition":
+            g.add_node(p.name, kind="transition", ops=p.ops)
+            g.add_edge(prev, p.name, shape=p.in_shape, role="transit", sources=p.block.transit)
+        else:
+            continue
+        prev = p.name
+    g.add_node(names.HEAD, kind="head", scales=net.scales, ops=net.head)
+    for p in parts:
+        if p.kind == "scale":
+            g.add_edge(names.block(p.index), names.HEAD, shape=p.in_shape, role="feature",
+                       sources=p.block.feature)
     return g
 
 
 def count_params(net: ir.Network) -> int:
     """Trainable parameters, from the IR alone (the lowering must agree; the tests check)."""
-    total = sum(op.params() for op in net.stem)
-    total += sum(op.params() for ops in net.transitions for op in ops)
-    total += sum(op.params() for ops in net.head_scale for op in ops)
-    total += sum(op.params() for op in net.head)
-    return total + sum(block_params(b) for b in net.blocks)
+    return sum(block_params(p.block) if p.kind == "block" else sum(op.params() for op in p.ops)
+               for p in ir.parts(net))
 
 
 def block_params(b: ir.Block) -> int:

@@ -45,6 +45,23 @@ class SpecError(Exception):
         return self.render()
 
 
+def error_at(spec, node, message, hint=None) -> SpecError:
+    """A SpecError at an AST node of the spec file `spec` (an ast.SpecFile), showing its line;
+    a node without a position blames the whole file."""
+    pos = getattr(node, "pos", None)
+    if pos is None:
+        return SpecError(message, file=spec.path, hint=hint)
+    lines = spec.text.split("\n")  # as lark counts lines
+    return SpecError(message, file=spec.path, line=pos.line, column=pos.column,
+                     source_line=lines[pos.line - 1] if pos.line <= len(lines) else "",
+                     hint=hint)
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 epoch', '2 epochs'; '2 processes' with `words`."""
+    return f"{n} " + (word if n == 1 else words or word + "s")
+
+
 def did_you_mean(word: str, choices) -> str | None:
     """'did you mean ...' for a misspelt name, or None when nothing is close."""
     close = difflib.get_close_matches(word, sorted(set(choices)), n=3, cutoff=0.6)

@@ -3,7 +3,9 @@ lowering, the diagrams, the summaries and the tests.
 
 A network is a chain stem -> block 1 -> transition 1 -> ... -> block B -> head, kept as a
 networkx DAG (`Network.graph`); each block is a `networkx.DiGraph` over X_0..X_n whose edges are
-the weights W_ij (attributes: kernel, in_channels, out_channels).
+the weights W_ij (attributes: kernel, in_channels, out_channels). `parts(net)` walks that chain
+in execution order; everything that goes through a whole network (the lowering, the reference,
+the summaries, the diagrams, the benchmark) walks it with that one function.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import networkx as nx
+
+from . import names
 
 
 @dataclass(frozen=True)
@@ -104,3 +108,48 @@ class Network:
 
     def param(self, name):
         return dict(self.params)[name]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One step of the network's path from input to output (see `parts`).
+
+    `block` is the Block itself for a block, the block whose transit a transition reads, and
+    the block whose feature a scale reads; None for the stem and the classifier."""
+    kind: str                 # stem | block | transition | scale | classifier
+    index: int                # block, scale: the block's number; transition: the block before it
+    name: str                 # its module: stem, block1, transition1, head1, classifier
+    group: str                # the summary's part it counts to: stem, block1, transition1, head
+    in_shape: tuple
+    out_shape: tuple
+    ops: tuple = ()           # stem, transition, scale, classifier
+    block: Optional[Block] = None
+
+
+def parts(net: Network):
+    """The parts of `net` in execution order: stem, block 1, transition 1, ..., block B, one
+    scale per block feature the head reads (its ops up to `pool global`), classifier."""
+    yield Part("stem", 0, names.STEM, names.STEM, net.input_shape,
+               _out_shape(net.stem, net.input_shape), net.stem)
+    for b in net.blocks:
+        hw = b.in_shape[1:]
+        out = (b.transit_channels if b.transit else b.feature_channels,) + hw
+        yield Part("block", b.index, names.block(b.index), names.block(b.index), b.in_shape,
+                   out, block=b)
+        if b.index <= len(net.transitions):
+            ops, shape = net.transitions[b.index - 1], (b.transit_channels,) + hw
+            yield Part("transition", b.index, names.transition(b.index),
+                       names.transition(b.index), shape, _out_shape(ops, shape), ops, b)
+    width = 0
+    for s, ops in zip(net.scales, net.head_scale):
+        b = net.blocks[s - 1]
+        shape = (b.feature_channels,) + b.in_shape[1:]
+        out = _out_shape(ops, shape)
+        width += out[0]
+        yield Part("scale", s, names.head(s), names.HEAD, shape, out, ops, b)
+    yield Part("classifier", 0, names.CLASSIFIER, names.HEAD, (width,), (net.outputs,),
+               net.head)
+
+
+def _out_shape(ops, in_shape) -> tuple:
+    return ops[-1].out_shape if ops else in_shape

@@ -16,7 +16,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from . import ir
+from . import ir, names
 from .elaborate import elaborate
 from .schedule import schedule
 from .units import BNReLUConv, BNReLUPool, Dropout
@@ -99,49 +99,51 @@ class _Lowering:
                        and nxt[0].kind == "relu")
             if bn_relu and nxt[1].kind == "conv" and nxt[1].stride == (1, 1) and not nxt[1].bias:
                 drop = ops[j + 3].p if j + 3 < len(ops) and ops[j + 3].kind == "dropout" else 0
-                holder.add_module(f"bn{j}", BNReLUConv(op.in_shape[0], nxt[1].padding,
-                                                       not self.lean, drop))
-                holder.add_module(f"conv{j + 2}", op_module(nxt[1]))
-                w = self.node(part, "get_attr", f"{container}.conv{j + 2}.weight", (),
-                              name=f"{container}_w{j + 2}")
-                xs = [self.node(part, "call_module", f"{container}.bn{j}", (w, *xs),
-                                name=f"{container}_conv{j + 2}")]
+                bn, conv = names.op("bn", j), names.op("conv", j + 2)
+                holder.add_module(bn, BNReLUConv(op.in_shape[0], nxt[1].padding, not self.lean,
+                                                 drop))
+                holder.add_module(conv, op_module(nxt[1]))
+                w = self.node(part, "get_attr", names.key(container, conv, "weight"), (),
+                              name=names.section_weight_node(container, j + 2))
+                xs = [self.node(part, "call_module", names.key(container, bn), (w, *xs),
+                                name=names.node(container, conv))]
                 j += 4 if drop else 3
                 continue
             if bn_relu and nxt[1].kind == "gpool":
-                holder.add_module(f"bn{j}", BNReLUPool(op.in_shape[0]))
-                xs = [self.node(part, "call_module", f"{container}.bn{j}", tuple(xs),
-                                name=f"{container}_gpool{j + 2}")]
+                bn = names.op("bn", j)
+                holder.add_module(bn, BNReLUPool(op.in_shape[0]))
+                xs = [self.node(part, "call_module", names.key(container, bn), tuple(xs),
+                                name=names.node(container, names.op("gpool", j + 2)))]
                 j += 3
                 continue
             if len(xs) > 1:
                 xs = [self.cat(*cat_as, xs)]
-            name = f"{op.kind}{j}"
+            name = names.op(op.kind, j)
             holder.add_module(name, op_module(op))
-            xs = [self.node(part, "call_module", f"{container}.{name}", (xs[0],),
-                            name=f"{container}_{name}")]
+            xs = [self.node(part, "call_module", names.key(container, name), (xs[0],),
+                            name=names.node(container, name))]
             j += 1
         return self.cat(*cat_as, xs) if len(xs) > 1 else xs[0]
 
     def block(self, b: ir.Block, x):
-        part, tag = f"block{b.index}", f"b{b.index}"
+        part, tag = names.block(b.index), names.block_tag(b.index)
         mod = nn.Module()
         setattr(self.root, part, mod)
         g = b.graph
         for i, j, d in g.edges(data=True):
             kh, kw = d["kernel"]
-            mod.register_parameter(f"w_{i}_{j}", nn.Parameter(
+            mod.register_parameter(names.weight(i, j), nn.Parameter(
                 torch.empty(d["out_channels"], d["in_channels"], kh, kw)))
         if b.bottleneck:
             for j in range(1, b.layers + 1):
-                mod.register_parameter(f"wb_{j}", nn.Parameter(
+                mod.register_parameter(names.bottleneck_weight(j), nn.Parameter(
                     torch.empty(b.width, b.bottleneck, *b.kernel)))
         weights = {}
 
         def w(name):  # one get_attr per shared weight, read by every stage
             if name not in weights:
-                weights[name] = self.node(part, "get_attr", f"{part}.{name}", (),
-                                          name=f"{tag}_{name}")
+                weights[name] = self.node(part, "get_attr", names.key(part, name), (),
+                                          name=names.node(tag, name))
             return weights[name]
 
         w_pad = (b.kernel[0] // 2, b.kernel[1] // 2) if not b.bottleneck else (0, 0)
@@ -150,25 +152,25 @@ class _Lowering:
         values = {(0, 1): x}
         for u in sched.updates:
             i, s = u.layer, u.stage
-            at = f"x{i}_s{s}"
-            g_name = f"g_s{s}_x{i}" if (s == 1 or b.bn == "per_stage") else f"g_loop_x{i}"
+            g_name = names.update_unit(s, i, b.bn)
             if not hasattr(mod, g_name):
                 mod.add_module(g_name, BNReLUConv(sum(g.nodes[l]["channels"] for l, _ in
                                                       u.inputs), w_pad, not self.lean,
                                                   b.dropout))
-            wcat = self.cat(part, f"{tag}_w_{at}", [w(f"w_{l}_{i}") for l, _ in u.inputs])
+            wcat = self.cat(part, names.update_weights_node(b.index, i, s),
+                            [w(names.weight(l, i)) for l, _ in u.inputs])
             # X_i^(s) = g(sum_l W_li * X_l) (dropout included): the node holding it gets the
             # paper's name, b1_x3_s2
-            final = f"{tag}_{at}"
-            y = self.node(part, "call_module", f"{part}.{g_name}",
+            final = names.value_node(b.index, i, s)
+            y = self.node(part, "call_module", names.key(part, g_name),
                           (wcat, *[values[v] for v in u.inputs]),
-                          name=f"{tag}_mid_{at}" if b.bottleneck else final)
+                          name=names.mid_node(b.index, i, s) if b.bottleneck else final)
             if b.bottleneck:
-                gb = g_name.replace("g_", "gb_", 1)
+                gb = names.bottleneck_unit(s, i, b.bn)
                 if not hasattr(mod, gb):
                     mod.add_module(gb, BNReLUConv(b.bottleneck, mid_pad, dropout=b.dropout))
-                y = self.node(part, "call_module", f"{part}.{gb}", (w(f"wb_{i}"), y),
-                              name=final)
+                y = self.node(part, "call_module", names.key(part, gb),
+                              (w(names.bottleneck_weight(i)), y), name=final)
             values[(i, s)] = y
         # the feature and transit concatenations stay lists: a lean unit reads them as they
         # are; `section` concatenates them for anything else
@@ -177,26 +179,26 @@ class _Lowering:
         return feature, transit
 
     def run(self) -> fx.GraphModule:
-        net = self.net
-        x = self.node("stem", "placeholder", "x", name="x")
+        x = self.node(names.STEM, "placeholder", names.INPUT, name=names.INPUT)
         if self.channels_last:  # oneDNN and cuDNN convolve NHWC without layout reorders
-            x = self.node("stem", "call_method", "contiguous", (x,),
-                          {"memory_format": torch.channels_last}, name="x_nhwc")
-        x = self.section("stem", net.stem, x, "stem")
-        features = {}
-        for b in net.blocks:
-            features[b.index], transit = self.block(b, x)
-            if b.index <= len(net.transitions):
-                part = f"transition{b.index}"
-                x = self.section(part, net.transitions[b.index - 1], transit, part,
-                                 (f"block{b.index}", f"b{b.index}_transit"))
-        vecs = [self.section(f"head{s}", ops, features[s], "head",
-                             (f"block{s}", f"b{s}_feature"))
-                for s, ops in zip(net.scales, net.head_scale)]
-        y = self.cat("head", "scales", vecs)
-        y = self.section("classifier", net.head, y, "head")
-        self.node("head", "output", "output", (y,))
-        gm = fx.GraphModule(self.root, self.graph, class_name=_class_name(net.name))
+            x = self.node(names.STEM, "call_method", "contiguous", (x,),
+                          {"memory_format": torch.channels_last}, name=names.INPUT_NHWC)
+        features, vecs = {}, []
+        for p in ir.parts(self.net):
+            if p.kind == "stem":
+                x = self.section(p.name, p.ops, x, p.group)
+            elif p.kind == "block":
+                features[p.index], transit = self.block(p.block, x)
+            elif p.kind == "transition":
+                x = self.section(p.name, p.ops, transit, p.group,
+                                 (names.block(p.index), names.transit_node(p.index)))
+            elif p.kind == "scale":
+                vecs.append(self.section(p.name, p.ops, features[p.index], p.group,
+                                         (names.block(p.index), names.feature_node(p.index))))
+            else:
+                y = self.section(p.name, p.ops, self.cat(p.group, names.SCALES, vecs), p.group)
+        self.node(names.HEAD, "output", "output", (y,))
+        gm = fx.GraphModule(self.root, self.graph, class_name=_class_name(self.net.name))
         init_weights(gm)
         return gm
 

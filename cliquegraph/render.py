@@ -17,8 +17,8 @@ from __future__ import annotations
 import html
 import math
 
-from . import ir, schedule as _schedule
-from .cli import plural
+from . import ir, names, schedule as _schedule
+from .errors import plural
 
 FONT = "Helvetica"
 # W_ij colours: from X_0 (Stage I only), i < j (every stage), i > j (stages II and on only).
@@ -64,7 +64,7 @@ def block_diagram(block: ir.Block, labels: bool = False):
     import graphviz
 
     g, n = block.graph, block.layers
-    dg = graphviz.Digraph(f"block{block.index}")
+    dg = graphviz.Digraph(names.block(block.index))
     # X_0..X_n at the corners of a regular polygon: no W_ij can pass behind another node.
     # Neighbours stay about an inch apart whatever n is.
     radius = max(1.3, 0.17 * (n + 1)) * (1.25 if labels else 1.0)
@@ -89,7 +89,7 @@ def block_diagram(block: ir.Block, labels: bool = False):
 
     for i, j, d in sorted(g.edges(data=True), key=lambda e: (e[0] != 0, e[0], e[1])):
         colour = INPUT_EDGE if i == 0 else FORWARD_EDGE if i < j else BACKWARD_EDGE
-        attrs = {"color": colour, "id": f"w_{i}_{j}", "tooltip": f"W_{i},{j}"}
+        attrs = {"color": colour, "id": names.weight(i, j), "tooltip": f"W_{i},{j}"}
         if labels:
             kh, kw = d["kernel"]
             attrs.update(label=f"{kh}x{kw} {d['in_channels']}→{d['out_channels']}",
@@ -170,7 +170,6 @@ def network_diagram(net: ir.Network):
     import graphviz
 
     from .elaborate import count_params
-    G = net.graph
     dg = graphviz.Digraph(net.name)
     dg.attr(rankdir="TB", nodesep="0.45", ranksep="0.6", pad="0.3", fontname=FONT,
             fontsize="12", labelloc="t",
@@ -179,67 +178,54 @@ def network_diagram(net: ir.Network):
             color="#555555", fillcolor="#f4f4f4", margin="0.15,0.08")
     dg.attr("edge", fontname=FONT, fontsize="10", arrowsize="0.7", color="#444444")
 
-    main = [n for n in _chain(G)]
+    parts = list(ir.parts(net))
+    main = [p for p in parts if p.kind in ("stem", "block", "transition")]
+    scales = [p for p in parts if p.kind == "scale"]
     with dg.subgraph(name="main") as row:
         row.attr(rank="same")
-        for name in main:
-            d = G.nodes[name]
-            kind = d["kind"]
-            if kind == "input":
-                row.node(name, "<<B>input</B>>", shape="plain", style="")
-            elif kind == "stem":
-                row.node(name, _box("stem", _op_lines(d["ops"]) or ["identity"]),
-                         fillcolor="#eeeeee")
-            elif kind == "block":
-                b = d["block"]
-                row.node(name, _box(f"block {b.index}", _block_lines(b)),
-                         fillcolor=LAYER_FILL, color=LAYER_LINE)
-            else:
-                index = int(name[len("transition"):])
-                row.node(name, _box(f"transition {index}",
-                                    _op_lines(d["ops"]) or ["identity"]),
-                         fillcolor="#fdf0e0", color="#b8731f")
-    for a, b in zip(main, main[1:]):
-        e = G.edges[a, b]
-        role = e.get("role")
-        if role == "transit" and "sources" in e:  # block -> transition
-            label = (f'<<FONT COLOR="#b8731f"><B>transit</B> {_sources_text(e["sources"])}'
-                     f'</FONT><BR/>{shape_text(e["shape"])}>')
-        else:
-            label = shape_text(e["shape"])
-        dg.edge(a, b, label=label, id=f"{a}-{b}")
+        row.node("input", "<<B>input</B>>", shape="plain", style="")
+        for p in main:
+            row.node(p.name, **_main_box(p))
+    prev = "input"
+    for p in main:
+        label = shape_text(p.in_shape)
+        if p.kind == "transition":
+            label = (f'<<FONT COLOR="#b8731f"><B>transit</B> {_sources_text(p.block.transit)}'
+                     f'</FONT><BR/>{label}>')
+        dg.edge(prev, p.name, label=label, id=f"{prev}-{p.name}")
+        prev = p.name
 
     # The head: each scale's block feature -> its own ops -> concatenated -> classifier.
-    width = 0
     with dg.subgraph(name="scales") as row:
         row.attr(rank="same")
-        for s, ops in zip(net.scales, net.head_scale):
-            row.node(f"scale{s}", _box(f"block {s} feature", _op_lines(ops)),
+        for p in scales:
+            row.node(f"scale{p.index}", _box(f"block {p.index} feature", _op_lines(p.ops)),
                      fillcolor="#e6f2e1", color="#4a8a3a")
-    for s, ops in zip(net.scales, net.head_scale):
-        e = G.edges[f"block{s}", "head"]
-        dg.edge(f"block{s}", f"scale{s}", color="#4a8a3a", style="dashed",
-                label=(f'<<FONT COLOR="#4a8a3a"><B>feature</B> {_sources_text(e["sources"])}'
-                       f'</FONT><BR/>{shape_text(e["shape"])}>'), id=f"block{s}-feature")
-        out = ops[-1].out_shape if ops else e["shape"]
-        width += out[0]
-        dg.edge(f"scale{s}", "head", label=shape_text(out), color="#4a8a3a")
-    lines = ([f"concat → {width}"] if len(net.scales) > 1 else []) + _op_lines(net.head)
+    for p in scales:
+        block = names.block(p.index)
+        dg.edge(block, f"scale{p.index}", color="#4a8a3a", style="dashed",
+                label=(f'<<FONT COLOR="#4a8a3a"><B>feature</B> '
+                       f'{_sources_text(p.block.feature)}</FONT><BR/>{shape_text(p.in_shape)}>'),
+                id=f"{block}-feature")
+        dg.edge(f"scale{p.index}", "head", label=shape_text(p.out_shape), color="#4a8a3a")
+    width = parts[-1].in_shape[0]  # the classifier reads the scales' vectors concatenated
+    lines = ([f"concat → {width}"] if len(scales) > 1 else []) + _op_lines(net.head)
     dg.node("head", _box("head", lines or ["identity"]), fillcolor="#e6f2e1", color="#4a8a3a")
     dg.node("loss", "<<B>loss</B>>", shape="plain", style="")
     dg.edge("head", "loss", label=str(net.outputs))
     return dg
 
 
-def _chain(G):
-    """The main path input -> stem -> block 1 -> transition 1 -> ... -> block B."""
-    node, out = "input", ["input"]
-    while True:
-        nxt = [m for m in G.successors(node) if G.nodes[m]["kind"] != "head"]
-        if not nxt:
-            return out
-        node = nxt[0]
-        out.append(node)
+def _main_box(p: ir.Part) -> dict:
+    """The graphviz node of a stem, block or transition."""
+    if p.kind == "block":
+        return dict(label=_box(f"block {p.index}", _block_lines(p.block)),
+                    fillcolor=LAYER_FILL, color=LAYER_LINE)
+    lines = _op_lines(p.ops) or ["identity"]
+    if p.kind == "stem":
+        return dict(label=_box("stem", lines), fillcolor="#eeeeee")
+    return dict(label=_box(f"transition {p.index}", lines), fillcolor="#fdf0e0",
+                color="#b8731f")
 
 
 # --- schedule view ----------------------------------------------------------------------------
@@ -277,7 +263,7 @@ def weight_means(state_dict, block: ir.Block):
     n = block.layers
     out = np.full((n + 1, n), np.nan)
     for i, j in block.graph.edges():
-        key = f"block{block.index}.w_{i}_{j}"
+        key = names.key(names.block(block.index), names.weight(i, j))
         if key not in state_dict:
             raise KeyError(f"the weights have no {key}: they are not this network's")
         w = state_dict[key]

@@ -10,8 +10,8 @@ import torch
 import torch.fx as fx
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import ir
-from .cli import plural
+from . import ir, names
+from .errors import plural
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Part:
     layers: int = 0
     width: int = 0
     stages: int = 0
+    block: int = 0     # the block's number, for a block's row
 
 
 class _CountingInterpreter(fx.Interpreter):
@@ -36,7 +37,7 @@ class _CountingInterpreter(fx.Interpreter):
     def run_node(self, n):
         with FlopCounterMode(display=False) as counter:
             out = super().run_node(n)
-        part = n.meta.get("part", "head")
+        part = n.meta.get("part", names.HEAD)
         self.flops[part] = self.flops.get(part, 0) + counter.get_total_flops()
         return out
 
@@ -57,26 +58,24 @@ def _params_of(gm, prefix):
 
 
 def summarize(gm, net: ir.Network) -> list:
+    """One Part per stem, block and transition, and one for the whole head."""
     flops = count_flops(gm, net.input_shape)
-    parts = []
-    stem_out = net.stem[-1].out_shape if net.stem else net.input_shape
-    parts.append(Part("stem", _params_of(gm, "stem"), flops.get("stem", 0), net.input_shape,
-                      stem_out))
-    for b in net.blocks:
-        out = (b.transit_channels if b.transit else b.feature_channels,) + b.in_shape[1:]
-        parts.append(Part(f"block{b.index}", _params_of(gm, f"block{b.index}"),
-                          flops.get(f"block{b.index}", 0), b.in_shape, out, b.layers, b.width,
-                          b.stages))
-        if b.index <= len(net.transitions):
-            ops = net.transitions[b.index - 1]
-            parts.append(Part(f"transition{b.index}", _params_of(gm, f"transition{b.index}"),
-                              flops.get(f"transition{b.index}", 0), ops[0].in_shape,
-                              ops[-1].out_shape))
-    head_params = sum(_params_of(gm, f"head{s}") for s in net.scales) + \
-        _params_of(gm, "classifier")
-    head_in = tuple(b.feature_channels for b in net.blocks if b.index in net.scales)
-    parts.append(Part("head", head_params, flops.get("head", 0), head_in, (net.outputs,)))
-    return parts
+    groups: dict[str, list] = {}
+    for p in ir.parts(net):
+        groups.setdefault(p.group, []).append(p)
+    out = []
+    for name, members in groups.items():
+        first, b = members[0], members[0].block
+        if name == names.HEAD:  # in block order, as the table has always listed them
+            in_shape = tuple(p.in_shape[0] for p in sorted(members, key=lambda p: p.index)
+                             if p.kind == "scale")
+        else:
+            in_shape = first.in_shape
+        size = (b.layers, b.width, b.stages) if first.kind == "block" else ()
+        out.append(Part(name, sum(_params_of(gm, p.name) for p in members),
+                        flops.get(name, 0), in_shape, members[-1].out_shape, *size,
+                        block=first.index if first.kind == "block" else 0))
+    return out
 
 
 def _shape(s):
@@ -93,7 +92,7 @@ def _si(x: float) -> str:
 def table(parts, net) -> str:
     rows = [("part", "layers", "k", "stages", "input", "output", "params", "FLOPs")]
     for p in parts:
-        if p.name == "head":
+        if p.name == names.HEAD:
             inp = "+".join(map(str, p.in_shape))
         else:
             inp = _shape(p.in_shape)
@@ -118,9 +117,9 @@ def as_json(parts, net) -> dict:
         "network": net.name, "spec": net.path, "input": list(net.input_shape),
         "outputs": net.outputs,
         "params": sum(p.params for p in parts), "flops": sum(p.flops for p in parts),
-        "blocks": [{"block": int(p.name[5:]), "layers": p.layers, "k": p.width,
+        "blocks": [{"block": p.block, "layers": p.layers, "k": p.width,
                     "stages": p.stages, "input": list(p.in_shape), "output": list(p.out_shape),
                     "params": p.params, "flops": p.flops}
-                   for p in parts if p.name.startswith("block")],
+                   for p in parts if p.block],
         "parts": [{"name": p.name, "params": p.params, "flops": p.flops} for p in parts],
     }

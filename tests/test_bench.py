@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from cliquegraph import bench, count_params, elaborate
+from cliquegraph import bench, count_params, elaborate, original
 from cliquegraph.cli import main
 
 from conftest import SPECS
@@ -84,7 +84,7 @@ def test_the_original_form_from_the_ir_has_the_specs_parameters(spec, params):
     import torch
     net = elaborate(SPECS / spec, params)
     with torch.device("meta"):
-        model = bench.original_from_ir(net)
+        model = original.original_from_ir(net)
     assert sum(p.numel() for p in model.parameters()) == count_params(net)
 
 
@@ -96,7 +96,7 @@ def test_the_original_form_from_the_ir_has_the_specs_parameters(spec, params):
 ])
 def test_what_the_original_cannot_express_is_named(spec, params, why):
     with pytest.raises(ValueError, match="original_style cannot express this spec") as err:
-        bench.original_config(elaborate(SPECS / spec, params))
+        original.original_config(elaborate(SPECS / spec, params))
     assert why in str(err.value)
 
 

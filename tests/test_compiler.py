@@ -15,7 +15,8 @@ from hypothesis import given, strategies as st
 import cliquegraph
 from cliquegraph import checkpoint, count_params, elaborate
 from cliquegraph.lower import lower
-from cliquegraph.reference import NaiveNet, OriginalNet
+from cliquegraph.original import OriginalNet
+from cliquegraph.reference import NaiveNet
 from cliquegraph.schedule import schedule, table
 from cliquegraph.summary import count_flops
 from conftest import ROOT, SPECS

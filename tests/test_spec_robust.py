@@ -124,7 +124,8 @@ def test_spec_text_without_includes_reads_no_file(monkeypatch):
 @pytest.mark.parametrize("name", ["s3.clq", "densenet-169.clq"])
 def test_what_a_checkpoint_keeps_builds_without_includes(name):
     """standalone() inlines every include: a real checkpoint's text never needs a file."""
-    from cliquegraph.elaborate import count_params, standalone
+    from cliquegraph.elaborate import count_params
+    from cliquegraph.load import standalone
     text = standalone(SPECS / name)
     net = elaborate(f"run/{name}", {"k": "8"} if "densenet" in name else None, text=text,
                     includes=False)

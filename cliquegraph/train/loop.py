@@ -37,8 +37,7 @@ from ..lower import lower
 from . import distributed
 from .data import check_classes, load
 from ..atomic import stale_temps
-from ..errors import UserError
-from ..cli import plural
+from ..errors import UserError, plural
 from .recipes import Recipe, describe, recipe_for
 
 

@@ -1,0 +1,108 @@
+"""Names: every module, parameter and fx node name the compiler gives, in one place.
+
+The state_dict keys are the public contract (checkpoints, from_original, weights_figure), and
+the fx node names are what `print(gm.code)` shows as the paper's Table 1; the lowering, the
+reference interpreter, the summaries, the diagrams and the original's key map all read them
+from here so that none of them can drift from the others.
+
+    block1.w_4_3          W_43 of block 1          weight(4, 3)
+    block1.wb_3           X_3's bottleneck conv     bottleneck_weight(3)
+    block1.g_s2_x3        the unit g updating X_3 in stage 2 (its BatchNorm)
+    b1_x3_s2              the fx node holding X_3^(2) of block 1
+"""
+
+from __future__ import annotations
+
+STEM, CLASSIFIER = "stem", "classifier"
+HEAD = "head"            # the summary's part made of every head{s} and the classifier
+INPUT, INPUT_NHWC, SCALES = "x", "x_nhwc", "scales"   # fx nodes outside any block
+
+
+# ---- modules and parameters (state_dict keys) -------------------------------------------------
+
+def key(*parts: str) -> str:
+    """A submodule path or state_dict key from its parts: key(block(1), weight(4, 3))."""
+    return ".".join(parts)
+
+
+def block(b: int) -> str:
+    return f"block{b}"
+
+
+def transition(t: int) -> str:
+    """The transition after block t."""
+    return f"transition{t}"
+
+
+def head(s: int) -> str:
+    """The head's ops on the feature of block s (one scale)."""
+    return f"head{s}"
+
+
+def op(kind: str, j: int) -> str:
+    """The module of the j-th op (0-based) of a stem, transition or head: conv2, bn0."""
+    return f"{kind}{j}"
+
+
+def weight(i: int, j: int) -> str:
+    """W_ij, shared by every stage that reads it."""
+    return f"w_{i}_{j}"
+
+
+def bottleneck_weight(j: int) -> str:
+    """The conv after layer j's bottleneck."""
+    return f"wb_{j}"
+
+
+def update_unit(stage: int, i: int, bn: str = "per_stage") -> str:
+    """The unit g updating X_i in `stage`; with `bn shared` all loop stages share one."""
+    return f"g_s{stage}_x{i}" if stage == 1 or bn == "per_stage" else f"g_loop_x{i}"
+
+
+def bottleneck_unit(stage: int, i: int, bn: str = "per_stage") -> str:
+    """The unit after the bottleneck of the update of X_i in `stage`."""
+    return "gb_" + update_unit(stage, i, bn)[len("g_"):]
+
+
+# ---- fx nodes ---------------------------------------------------------------------------------
+
+def node(*parts: str) -> str:
+    """An fx node name from its parts: node(block_tag(1), value(3, 2)) is b1_x3_s2."""
+    return "_".join(parts)
+
+
+def block_tag(b: int) -> str:
+    """Block b's prefix of fx node names (short, so gm.code stays readable)."""
+    return f"b{b}"
+
+
+def value(i: int, stage: int) -> str:
+    """X_i^(stage) as a name: x3_s2."""
+    return f"x{i}_s{stage}"
+
+
+def value_node(b: int, i: int, stage: int) -> str:
+    return node(block_tag(b), value(i, stage))
+
+
+def update_weights_node(b: int, i: int, stage: int) -> str:
+    """The W_li of one update, concatenated along their input channels."""
+    return node(block_tag(b), "w", value(i, stage))
+
+
+def mid_node(b: int, i: int, stage: int) -> str:
+    """An update's output before its bottleneck conv."""
+    return node(block_tag(b), "mid", value(i, stage))
+
+
+def section_weight_node(section: str, j: int) -> str:
+    """The weight of the j-th op (a conv) of a stem, transition or head, read by a lean unit."""
+    return node(section, f"w{j}")
+
+
+def transit_node(b: int) -> str:
+    return node(block_tag(b), "transit")
+
+
+def feature_node(b: int) -> str:
+    return node(block_tag(b), "feature")
