@@ -91,6 +91,9 @@ def add_train_arguments(parser) -> None:
                         "the concatenations)")
     d.add_argument("--workers", type=count, default=_default_workers(), metavar="N",
                    help="DataLoader workers per process (ImageNet)")
+    d.add_argument("--ignore-memory-estimate", action="store_true",
+                   help="train even when the estimated memory of a training step is more than "
+                        "the machine (or GPU) has available")
     d.add_argument("--threads", type=positive_int, default=_default_threads(), metavar="N",
                    help="CPU threads per process (default: the cores this process may use, "
                         "shared between torchrun's processes, at most 16; 1 is often fastest "
@@ -122,6 +125,7 @@ def run_training(args, spec=None) -> int:
         resume=args.resume, amp=args.amp, compile=args.compile,
         channels_last=args.channels_last, memory_efficient=args.memory_efficient,
         workers=args.workers, seed=args.seed, threads=args.threads,
+        ignore_memory_estimate=args.ignore_memory_estimate,
         device=_device(args.device), stop_after=args.stop_after)
     try:
         loop.train(cfg)

@@ -677,3 +677,16 @@ def test_a_checkpoints_spec_text_never_reads_local_files(capsys, full_run, tmp_p
     assert cli.main(["eval", str(bad), "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert "cannot include files" in err and "SECRET" not in err
+
+
+def test_a_run_that_cannot_fit_is_refused_before_training(capsys, tiny, tmp_path, monkeypatch):
+    from cliquegraph import estimate
+    monkeypatch.setattr(estimate, "available_memory", lambda device="cpu": 64 << 20)
+    monkeypatch.setattr(estimate, "_resident", lambda: 0)
+    code, stdout, err = train(capsys, tiny, tmp_path / "run", "--epochs", "1")
+    assert code == 1 and "training tiny needs about" in err and "has 64 MiB available" in err
+    assert "--ignore-memory-estimate" in err and "epoch 1/1" not in stdout
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    code, stdout, err = train(capsys, tiny, tmp_path / "run", "--epochs", "1",
+                              "--ignore-memory-estimate")
+    assert code == 0 and "not checked" in err and "epoch 1/1" in stdout

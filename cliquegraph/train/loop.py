@@ -38,6 +38,7 @@ from . import distributed
 from .data import check_classes, load
 from ..atomic import stale_temps
 from ..errors import UserError, plural
+from ..estimate import check_fits, estimate_memory, gib
 from .recipes import Recipe, describe, recipe_for
 
 
@@ -62,6 +63,7 @@ class TrainConfig:
     workers: int = 4                   # DataLoader workers (ImageNet; in-memory sets need none)
     seed: int | None = None            # None: 0, or the run's own when resuming
     threads: int | None = None         # torch's CPU threads; None: leave torch's choice
+    ignore_memory_estimate: bool = False   # train even when the estimate says it cannot fit
     device: str = "cpu"
     stop_after: int | None = None      # stop after this epoch; --resume goes on from there
     progress: bool | None = None       # a bar per epoch; None: when stderr is a terminal
@@ -122,6 +124,16 @@ def _train(cfg: TrainConfig, world, device) -> Run:
     if amp != "off" and device.type != "cuda":
         log.note(f"--amp {amp} needs CUDA; training in fp32 on {device.type}")
         amp = "off"
+    memory = estimate_memory(net, batch, device=device.type, amp=amp,
+                             memory_efficient=cfg.memory_efficient,
+                             channels_last=cfg.channels_last, compiled=cfg.compile,
+                             momentum=recipe.momentum, ddp=world.size > 1)
+    if cfg.ignore_memory_estimate:
+        log.note(f"training memory: about {gib(memory.total)} (not checked: "
+                 "--ignore-memory-estimate)")
+    else:  # refuse now rather than after hours, at the allocator's traceback
+        check_fits(memory, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1),
+                   world_size=world.size)
     settings = {"device": device.type, "processes": world.size, "workers": cfg.workers,
                 "compile": cfg.compile, "channels_last": cfg.channels_last,
                 "memory_efficient": cfg.memory_efficient,
