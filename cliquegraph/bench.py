@@ -121,6 +121,16 @@ def _rss_mb() -> float:
 
 
 def _maxrss_mb() -> float:
+    """This process's peak resident memory (MiB). Linux's VmHWM, not ru_maxrss: ru_maxrss
+    survives fork + exec, so a worker started by a large process (a test suite) reported its
+    parent's peak."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, else KiB
 

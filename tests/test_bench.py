@@ -164,3 +164,16 @@ def test_rounds_alternate_fresh_processes_and_take_the_median(monkeypatch):
     assert d["peak_mb"] == 230.0 and d["images_per_second"] == pytest.approx(200.0)
     assert d["vs_conv_floor"] == pytest.approx(20.0 / 6.0)
     assert result["rounds"] == 3 and "3 rounds" in bench.table(result)
+
+
+def test_a_workers_peak_is_its_own_not_its_large_parents():
+    """ru_maxrss survives fork + exec: a worker started by a 600 MB process said 600 MB."""
+    import subprocess
+    import sys
+    ballast = bytearray(600 * 2 ** 20)
+    ballast[::4096] = b"\1" * len(ballast[::4096])  # touch every page
+    code = "from cliquegraph import bench; print(bench._maxrss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    del ballast
+    assert float(out) < 400
