@@ -21,6 +21,7 @@ import hashlib
 import os
 import re
 import stat
+import zipfile
 
 import torch
 
@@ -106,6 +107,7 @@ def read(path) -> dict:
         raise CheckpointError(f"{path}: cannot read it ({exc.strerror})") from None
     if not head.startswith(_ZIP_MAGIC):
         raise CheckpointError(_not_a_checkpoint(path, head))
+    _check_records(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
@@ -126,6 +128,23 @@ def read(path) -> dict:
         raise CheckpointError(f"{path}: damaged: its content does not match the SHA-256 "
                               "digest written with it (bytes changed on disk or in a copy)")
     return obj
+
+
+def _check_records(path: str) -> None:
+    """torch writes every record of its zip stored, not compressed, so the records cannot add
+    up to more than the file; a compressed one (a zip bomb: 400 KB that torch inflated to
+    400 MB before refusing it) is refused before torch reads anything."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            records = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load says what is wrong with it
+    size = os.path.getsize(path)
+    if (any(r.compress_type != zipfile.ZIP_STORED for r in records)
+            or sum(r.file_size for r in records) > size):
+        raise CheckpointError(f"{path}: not a checkpoint as torch writes one (its records are "
+                              "compressed, or add up to more than the file); refusing to "
+                              "unpack it")
 
 
 def require(obj: dict, path, fields: dict) -> None:

@@ -690,3 +690,20 @@ def test_a_run_that_cannot_fit_is_refused_before_training(capsys, tiny, tmp_path
     code, stdout, err = train(capsys, tiny, tmp_path / "run", "--epochs", "1",
                               "--ignore-memory-estimate")
     assert code == 0 and "not checked" in err and "epoch 1/1" in stdout
+
+
+def test_a_compressed_checkpoint_is_refused_before_it_is_inflated(capsys, full_run, tmp_path):
+    import zipfile
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(full_run / "last.pt") as src, zipfile.ZipFile(bomb, "w") as dst:
+        bombed = False
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if "/data/" in info.filename and not bombed:  # a record that inflates to 64 MiB
+                dst.writestr(info.filename, bytes(64 << 20), compress_type=zipfile.ZIP_DEFLATED)
+                bombed = True
+            else:
+                dst.writestr(info, data)
+    assert bomb.stat().st_size < 1 << 20
+    assert cli.main(["eval", str(bomb), "--device", "cpu"]) == 1
+    assert "refusing to unpack it" in capsys.readouterr().err
