@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cliquegraph import SpecError, bench, elaborate  # noqa: E402
-from cliquegraph.cli import parse_sets  # noqa: E402
+from cliquegraph.cli.args import parse_sets  # noqa: E402
 
 
 def fit(batches, peaks):

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cliquegraph.cli import parse_sets  # noqa: E402
+from cliquegraph.cli.args import parse_sets  # noqa: E402
 from cliquegraph.elaborate import elaborate  # noqa: E402
 from cliquegraph.lower import lower  # noqa: E402
 from cliquegraph.train import loop  # noqa: E402

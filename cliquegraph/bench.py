@@ -1,6 +1,6 @@
 """Bench: one network's training step in four forms, each timed and measured in its own process.
 
-    default         the project's lowering (lower.lower)
+    default         the project's lowering (lower.build)
     original_style  the eager module in the original implementation's form (original.OriginalNet)
     naive           the per-edge reference interpreter (reference.NaiveNet)
     conv_floor      only the network's convolutions (and its fc), each on its own preallocated
@@ -12,7 +12,7 @@ variant runs in a fresh `python -m cliquegraph.bench --worker` (the job as JSON 
 JSON line back), so on CPU ru_maxrss is that variant's own peak and an out-of-memory kill costs
 one row, not the run. On CUDA the peak is torch.cuda.max_memory_allocated.
 
-The CLI (`cliquegraph bench`, cli_bench.py) prints what `measure` returns.
+The CLI (`cliquegraph bench`, cli/bench.py) prints what `measure` returns.
 """
 
 from __future__ import annotations
@@ -96,16 +96,18 @@ class ConvFloor(nn.Module):
 
 # ---- one variant, in this process (the worker) ----------------------------------------------
 
-def build_variant(variant: str, net, batch: int, memory_efficient: bool = True):
-    """(module, whether the default lowering recomputes its concatenations) for a variant."""
-    from .lower import lower
+def build_variant(variant: str, net, batch: int, memory_efficient: bool = True,
+                  overrides=None):
+    """(module, whether the default lowering recomputes its concatenations) for a variant of
+    `net`, elaborated with `overrides`."""
+    from .lower import build
     if variant == "default":
-        return lower(net, memory_efficient=memory_efficient), memory_efficient
+        return build(net, overrides, memory_efficient=memory_efficient), memory_efficient
     if variant == ORIGINAL:
         return original_from_ir(net), False
     if variant == "naive":
         from .reference import NaiveNet
-        return NaiveNet(net, lower(net)), False
+        return NaiveNet(net, build(net, overrides)), False
     if variant == FLOOR:
         return ConvFloor(net, batch), False
     raise ValueError(f"unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
@@ -144,9 +146,11 @@ def run_variant(job: dict) -> dict:
     threads = job.get("threads") or default_threads()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = elaborate(job["spec"], job.get("overrides") or {})
+    overrides = job.get("overrides") or {}
+    net = elaborate(job["spec"], overrides)
     batch, variant = job["batch"], job["variant"]
-    model, used_me = build_variant(variant, net, batch, job.get("memory_efficient", True))
+    model, used_me = build_variant(variant, net, batch, job.get("memory_efficient", True),
+                                   overrides)
     model = model.to(device).train()
     floor = variant == FLOOR
     x = torch.randn(batch, *net.input_shape, device=device)

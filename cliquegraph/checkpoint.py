@@ -37,13 +37,14 @@ class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not fit: one-paragraph message for users."""
 
 
-def payload(gm, spec_path, params) -> dict:
-    from .load import standalone
-    from .values import as_text
-    texts = {k: as_text(v) for k, v in (params or {}).items()}
-    return {"format": FORMAT, "network": gm.meta["cliquegraph"]["name"],
-            "spec_path": os.fspath(spec_path), "spec_text": standalone(spec_path),
-            "params": texts, "state_dict": gm.state_dict()}
+def payload(gm) -> dict:
+    """The checkpoint of a module cliquegraph.build made: exactly the spec text and params it
+    was built from (its meta), never the spec file as it is now."""
+    built = gm.meta["cliquegraph"]
+    net = built["network"]
+    return {"format": FORMAT, "network": net.name, "spec_path": net.path,
+            "spec_text": net.text, "params": dict(built["params"]),
+            "state_dict": gm.state_dict()}
 
 
 def content_digest(obj: dict) -> str:
@@ -84,8 +85,12 @@ def save_atomic(obj, path) -> None:
     write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
-def save(gm, spec_path, params, path) -> None:
-    save_atomic(payload(gm, spec_path, params), path)
+def save(gm, *where) -> None:
+    """save(gm, path). The older save(gm, spec_path, params, path) is still accepted; the
+    spec and params saved are the module's own either way."""
+    if len(where) not in (1, 3):
+        raise TypeError("save(gm, path) takes a module and a path")
+    save_atomic(payload(gm), where[-1])
 
 
 def read(path) -> dict:
@@ -198,12 +203,10 @@ def network_of(obj: dict, path="<checkpoint>"):
 
 def rebuild(obj, path="<checkpoint>"):
     """The module a checkpoint describes, with its weights loaded."""
-    from .lower import lower
-    net = network_of(obj, path)
-    gm = lower(net)
-    gm.meta["cliquegraph"]["params"] = dict(obj["params"])
+    from .lower import build
+    gm = build(network_of(obj, path), obj["params"])
     load_state(gm, obj["state_dict"], path)
-    return gm, net
+    return gm, gm.meta["cliquegraph"]["network"]
 
 
 def load_state(gm, state_dict, path="<checkpoint>") -> None:

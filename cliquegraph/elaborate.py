@@ -13,9 +13,9 @@ import re
 
 import networkx as nx
 
-from . import ast, ir, names, topology
+from . import ast, ir, names, ops, topology
 from .errors import SpecError, did_you_mean, error_at
-from .load import lineage, load
+from .load import inline, lineage, load
 from .parse import parse_value
 from .values import (MAX_ITEMS, SYMBOLS, Dims, Edges, Evaluator, Generator, Policy, Sym,
                      UnknownName, is_reserved, kind, show, size)
@@ -204,7 +204,10 @@ def elaborate(path, overrides=None, text=None, includes=True) -> ir.Network:
     params = _Params(decls, conv)
     for name in decls:  # resolve all, so every override is type-checked
         params(name)
-    return _Builder(main, chain, params).build()
+    net = _Builder(main, chain, params).build()
+    # the text it was built from, includes inlined: a checkpoint keeps it and never re-reads
+    # a file that may have changed since
+    return dataclasses.replace(net, text=inline(chain))
 
 
 def _no_nested_params(stmt, spec, inside=False):
@@ -215,6 +218,45 @@ def _no_nested_params(stmt, spec, inside=False):
     if isinstance(stmt, ast.If):
         for s in stmt.then + stmt.else_:
             _no_nested_params(s, spec, True)
+
+
+class _OpRules:
+    """What an op's rule in the op table (ops.Syntax.resolve) may ask of the elaborator: its
+    operands evaluated (C is the width entering the op) and checked, and errors at its place."""
+
+    def __init__(self, builder, op, sp, shape, where):
+        self.b, self.op, self.sp, self.shape, self.where = builder, op, sp, shape, where
+
+    def _arg(self, name):
+        node = self.op.arg(name)
+        return self.b.ev(node, self.sp, {"C": self.shape[0]}), node
+
+    def has(self, name):
+        return self.op.arg(name) is not None
+
+    def limit(self, name):
+        return LIMITS[name]
+
+    def whole(self, name, what, lo, hi=None):
+        v, node = self._arg(name)
+        return self.b.whole(v, self.sp, node, what, lo, hi)
+
+    def pair(self, name, what, lo, hi):
+        v, node = self._arg(name)
+        return self.b.pair(v, self.sp, node, what, lo, hi)
+
+    def opt_pair(self, name, default, lo):
+        return self.pair(name, name, lo, LIMITS["size"]) if self.has(name) else default
+
+    def prob(self, name):
+        v, node = self._arg(name)
+        return self.b._prob(v, self.sp, node)
+
+    def spatial(self, shape, kern, stride, padding, what):
+        return self.b.spatial(shape, kern, stride, padding, self.sp, self.op, self.where, what)
+
+    def err(self, msg, hint=None):
+        return self.b.err(self.sp, self.op, msg, hint)
 
 
 class _Builder:
@@ -504,61 +546,16 @@ class _Builder:
         return tuple(out), shape
 
     def op(self, op, sp, shape, where, allow_vector):
-        c = shape[0]
-        spatial = len(shape) == 3
-
-        def arg(name, extra=True):
-            node = op.arg(name)
-            return None if node is None else (self.ev(node, sp, {"C": c} if extra else None),
-                                              node)
-
-        def opt_pair(name, default, lo):
-            got = arg(name)
-            return default if got is None else self.pair(got[0], sp, got[1], name, lo,
-                                                         LIMITS["size"])
-
-        if op.kind in ("bn", "relu"):
-            return ir.Op(op.kind, shape, shape)
-        if op.kind == "dropout":
-            v, node = arg("p")
-            return ir.Op("dropout", shape, shape, p=self._prob(v, sp, node))
-        if op.kind == "fc":
-            if spatial:
-                raise self.err(sp, op, "fc needs a vector: put `pool global` before it")
-            v, node = arg("out")
-            out = self.whole(v, sp, node, "fc width", 1, LIMITS["channels"] * 16)
-            return ir.Op("fc", shape, (out,), bias=True)
-        if not spatial:
+        syntax = ops.SYNTAX.get(op.kind)
+        if syntax is None:
+            raise self.err(sp, op, f"unknown op {op.kind}")
+        if syntax.on == "vector" and len(shape) == 3:
+            raise self.err(sp, op, f"{op.kind} needs a vector: put `pool global` before it")
+        if syntax.on == "map" and len(shape) != 3:
             raise self.err(sp, op, f"{op.kind} needs a feature map, but `pool global` already "
                            "made a vector")
-        if op.kind == "se":
-            v, node = arg("reduction")
-            r = self.whole(v, sp, node, "se reduction", 1)
-            return ir.Op("se", shape, shape, hidden=max(1, c // r))
-        if op.kind == "conv":
-            v, knode = arg("kernel")
-            kern = self.pair(v, sp, knode, "kernel", 1, LIMITS["kernel"])
-            v, node = arg("out")
-            out = self.whole(v, sp, node, "conv width", 1, LIMITS["channels"])
-            stride = opt_pair("stride", (1, 1), 1)
-            padding = opt_pair("padding", (kern[0] // 2, kern[1] // 2), 0)
-            hw = self.spatial(shape, kern, stride, padding, sp, op, where, "conv")
-            return ir.Op("conv", shape, (out,) + hw, kernel=kern, stride=stride,
-                         padding=padding, bias=op.arg("bias") is not None)
-        if op.kind == "pool":
-            mode = op.arg("mode").id
-            if mode == "global":
-                return ir.Op("gpool", shape, (c,))
-            v, knode = arg("kernel")
-            kern = self.pair(v, sp, knode, "pool size", 1, LIMITS["size"])
-            stride = opt_pair("stride", kern, 1)
-            padding = opt_pair("padding", (0, 0), 0)
-            if padding[0] * 2 > kern[0] or padding[1] * 2 > kern[1]:
-                raise self.err(sp, op, "pool padding must be at most half the pool size")
-            hw = self.spatial(shape, kern, stride, padding, sp, op, where, "pooling")
-            return ir.Op(f"{mode}pool", shape, (c,) + hw, kernel=kern, stride=stride,
-                         padding=padding)
-        raise self.err(sp, op, f"unknown op {op.kind}")
+        kind, out, fields = syntax.resolve(_OpRules(self, op, sp, shape, where), shape)
+        return ir.Op(kind, shape, out, **fields)
 
     def spatial(self, shape, kern, stride, padding, sp, op, where, what):
         hw = []

@@ -37,6 +37,7 @@ import os
 from dataclasses import dataclass, replace
 
 from . import ir
+from .ops import KINDS
 from .elaborate import count_params
 from .errors import UserError
 
@@ -320,24 +321,22 @@ class _Walk:
 
     def plain(self, op: ir.Op, t: _Tensor) -> _Tensor:
         """One op of a stem, transition or head as its own module."""
+        kind = KINDS[op.kind]
         n = math.prod(op.out_shape)
         out = _Tensor(n * self.act)
-        if op.kind == "bn":
-            self.bn_channels += op.in_shape[0]
-        self.param(_op_param_elems(op))
-        if op.kind in ("conv", "bn", "maxpool", "se", "fc"):
+        self.bn_channels += kind.stats(op)
+        self.param(kind.largest(op))
+        if kind.saves == "input":
             self.keep(t)                             # saved for its backward
         work = 0 if t.kept else t.bytes
-        if op.kind == "dropout":
-            work += self.temp(2, n * 4)
-            self.kept += n                           # the bool mask
-        elif op.kind == "maxpool":
-            self.kept += n * 8                       # int64 indices
-        elif op.kind == "se":
+        if kind.draws:
+            work += self.temp(2, n * 4)              # one float32 random number per element
+        if kind.scratch:
             work += out.bytes
+        self.kept += n * kind.kept
         self.fwd(work + out.bytes)
-        if op.kind == "relu":
-            self.keep(out)                           # ReLU saves its output
+        if kind.saves == "output":
+            self.keep(out)
         self.bwd(2 * t.bytes + out.bytes)            # dL/dout and dL/din
         return out
 
@@ -352,7 +351,7 @@ class _Walk:
             hw = math.prod(op.in_shape[1:]) if len(op.in_shape) == 3 else 1
             if bn_relu and nxt[1].kind == "conv" and nxt[1].stride == (1, 1) and not nxt[1].bias:
                 drop = ops[j + 3].p if j + 3 < len(ops) and ops[j + 3].kind == "dropout" else 0
-                w = _op_param_elems(nxt[1])
+                w = KINDS["conv"].largest(nxt[1])
                 self.param(w)
                 xs = [self.conv_unit(xs, hw, nxt[1].out_shape[0], drop, w, keep_out=False)]
                 j += 4 if drop else 3
@@ -440,15 +439,6 @@ class _Walk:
         self.pending = 0
 
 
-def _op_param_elems(op: ir.Op) -> int:
-    """Elements of the op's largest parameter tensor."""
-    if op.kind == "conv":
-        return op.out_shape[0] * op.in_shape[0] * op.kernel[0] * op.kernel[1]
-    if op.kind == "fc":
-        return op.out_shape[0] * op.in_shape[0]
-    if op.kind == "se":
-        return op.in_shape[0] * op.hidden
-    return op.in_shape[0] if op.kind == "bn" else 0
 
 
 # ---- the machine ------------------------------------------------------------------------------

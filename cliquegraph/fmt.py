@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from . import ast
+from . import ast, ops
 from .parse import keywords
 
 # binding strength of each expression form: higher binds tighter
@@ -231,36 +231,15 @@ def _after_atom(e, min_level: int = 0) -> str:
 
 
 def op_text(o: ast.Op) -> str:
-    atom = _LEVEL["atom"]
-    if o.kind == "conv":
-        kernel, out = expr(o.arg("kernel"), atom), _after_atom(o.arg("out"))
-        if isinstance(o.arg("kernel"), ast.Name) and out.startswith("("):
-            kernel = f"({kernel})"  # `conv k (C + 1) // 2` would read as a call k(C + 1)
-        parts = ["conv", kernel, out]
-        if o.arg("stride") is not None:
-            parts += ["stride", expr(o.arg("stride"))]
-        if o.arg("padding") is not None:
-            parts += ["padding", expr(o.arg("padding"))]
-        if o.arg("bias") is not None:
-            parts.append("bias")
-        return " ".join(parts)
-    if o.kind == "pool":
-        parts = ["pool", o.arg("mode").id]
-        if o.arg("kernel") is not None:
-            parts.append(_after_atom(o.arg("kernel"), atom))
-        if o.arg("stride") is not None:
-            parts += ["stride", expr(o.arg("stride"))]
-        if o.arg("padding") is not None:
-            parts += ["padding", expr(o.arg("padding"))]
-        return " ".join(parts)
-    if o.kind in ("bn", "relu"):
-        return o.kind
-    if o.kind == "dropout":
-        return f"dropout {expr(o.arg('p'))}"
-    if o.kind == "se":
-        return f"se reduction {expr(o.arg('reduction'))}"
-    if o.kind == "fc":
-        return f"fc {expr(o.arg('out'))}"
     if o.kind == "scales":
         return f"scales {expr(o.arg('value'))}"
-    raise TypeError(f"unknown op {o.kind!r}")
+    if o.kind not in ops.SYNTAX:
+        raise TypeError(f"unknown op {o.kind!r}")
+    return ops.SYNTAX[o.kind].text(o, _operand)
+
+
+def _operand(e, atom=False, after_atom=False) -> str:
+    """An op's operand as fmt prints it: at atom level where the grammar wants an atom
+    (conv's kernel, pool's size), guarded against keywords right after an atom."""
+    level = _LEVEL["atom"] if atom else 0
+    return _after_atom(e, level) if after_atom else expr(e, level)

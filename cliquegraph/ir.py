@@ -15,14 +15,14 @@ from typing import Optional
 
 import networkx as nx
 
-from . import names
+from . import names, ops
 
 
 @dataclass(frozen=True)
 class Op:
     """A resolved op of a stem, transition or head.
 
-    kind: conv | bn | relu | dropout | maxpool | avgpool | gpool | se | fc.
+    kind: a kind of the op table (ops.KINDS), which defines what the fields mean to it.
     Shapes are (C, H, W) for maps and (C,) for vectors (after `pool global`)."""
     kind: str
     in_shape: tuple
@@ -35,16 +35,7 @@ class Op:
     hidden: int = 0         # se: width of the squeeze
 
     def params(self) -> int:
-        c_in, c_out = self.in_shape[0], self.out_shape[0]
-        if self.kind == "conv":
-            return c_out * c_in * self.kernel[0] * self.kernel[1] + (c_out if self.bias else 0)
-        if self.kind == "bn":
-            return 2 * c_in
-        if self.kind == "se":
-            return 2 * c_in * self.hidden + self.hidden + c_in
-        if self.kind == "fc":
-            return c_out * c_in + c_out
-        return 0
+        return ops.KINDS[self.kind].params(self)
 
 
 @dataclass(frozen=True)

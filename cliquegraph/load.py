@@ -93,5 +93,9 @@ def standalone(path) -> str:
     """The main network of `path` and its ancestors as one spec text with no includes: what a
     checkpoint keeps so the module can be rebuilt anywhere."""
     networks, main = load(path)
-    items = tuple(net for net, _ in lineage(networks, main))
-    return fmt(ast.SpecFile(items=items))
+    return inline(lineage(networks, main))
+
+
+def inline(chain) -> str:
+    """A lineage ([(network, file)], root first) as one spec text with no includes."""
+    return fmt(ast.SpecFile(items=tuple(net for net, _ in chain)))

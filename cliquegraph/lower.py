@@ -16,53 +16,16 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from . import ir, names
+from . import ir, names, ops
 from .elaborate import elaborate
 from .schedule import schedule
-from .units import BNReLUConv, BNReLUPool, Dropout
+from .units import BNReLUConv, BNReLUPool
 from .values import as_text
-
-
-class SqueezeExcite(nn.Module):
-    """Attentional transition: global pool -> FC C->C/r -> ReLU -> FC -> sigmoid -> scale."""
-
-    def __init__(self, channels: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(channels, hidden)
-        self.fc2 = nn.Linear(hidden, channels)
-
-    def forward(self, x):
-        s = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3))))))
-        return x * s[:, :, None, None]
-
-
-class GlobalAvgPool(nn.Module):
-    def forward(self, x):
-        return x.mean((2, 3))
 
 
 def op_module(op: ir.Op) -> nn.Module:
     """The nn.Module for a stem/transition/head op."""
-    c = op.in_shape[0]
-    if op.kind == "conv":
-        return nn.Conv2d(c, op.out_shape[0], op.kernel, op.stride, op.padding, bias=op.bias)
-    if op.kind == "bn":
-        return nn.BatchNorm2d(c) if len(op.in_shape) == 3 else nn.BatchNorm1d(c)
-    if op.kind == "relu":
-        return nn.ReLU()
-    if op.kind == "dropout":
-        return Dropout(op.p)
-    if op.kind == "maxpool":
-        return nn.MaxPool2d(op.kernel, op.stride, op.padding)
-    if op.kind == "avgpool":
-        return nn.AvgPool2d(op.kernel, op.stride, op.padding)
-    if op.kind == "gpool":
-        return GlobalAvgPool()
-    if op.kind == "se":
-        return SqueezeExcite(c, op.hidden)
-    if op.kind == "fc":
-        return nn.Linear(c, op.out_shape[0])
-    raise ValueError(op.kind)
+    return ops.KINDS[op.kind].module(op)
 
 
 class _Lowering:
@@ -228,7 +191,8 @@ def init_weights(module: nn.Module) -> None:
 
 def lower(net: ir.Network, *, channels_last: bool = True,
           memory_efficient: bool = True) -> fx.GraphModule:
-    """The GraphModule of an elaborated network (fresh, initialised weights).
+    """The GraphModule of an elaborated network (fresh, initialised weights), bare: `build`
+    is what the rest of the package calls, as it also records what a checkpoint keeps.
 
     channels_last: run the network in NHWC (the input is converted once, at the stem).
     memory_efficient: each update keeps no copy of its concatenated input for backward; the
@@ -237,18 +201,30 @@ def lower(net: ir.Network, *, channels_last: bool = True,
     reused scratch while a kept concatenation is a fresh tensor (S3, batch 16, 4 steps in a
     fresh process: about 3.5 s/step and 1.64 GB peak RSS against 4.3 s and 2.5 GB keeping
     the concatenations): so it is the default."""
-    gm = _Lowering(net, channels_last, memory_efficient).run()
-    gm.meta["cliquegraph"] = {"name": net.name, "path": net.path,
-                              "input_shape": net.input_shape}
-    return gm
+    return _Lowering(net, channels_last, memory_efficient).run()
 
 
-def build(spec_path, **params) -> fx.GraphModule:
-    """cliquegraph.build("specs/s3.clq", attention=False): the compiled network.
+def build(spec, /, overrides=None, *, channels_last: bool = True,
+          memory_efficient: bool = True, **params) -> fx.GraphModule:
+    """cliquegraph.build("specs/s3.clq", attention=False): the compiled network, the one way a
+    module comes into being (the CLI, the runner, checkpoints and from_original call it).
 
-    params override the spec's params, as `--set NAME=VALUE` does: a Python value, or a str
-    holding .clq text ("x0 + stage1", "[8, 12, 16, 8]")."""
-    net = elaborate(spec_path, params)
-    gm = lower(net)
-    gm.meta["cliquegraph"]["params"] = {k: as_text(v) for k, v in params.items()}
+    spec: a .clq path, spec text, or a network elaborate() made from these same overrides.
+    params and `overrides` (a dict: what --set and a checkpoint give; also the way to set a
+    param named like one of build's keywords) override the spec's params as `--set` does: a
+    Python value, or a str holding .clq text ("x0 + stage1", "[8, 12, 16, 8]").
+    channels_last and memory_efficient are lower's.
+
+    gm.meta["cliquegraph"] holds what a checkpoint keeps: the network (its self-contained
+    spec text included) and the overrides as .clq text."""
+    given = {**(overrides or {}), **params}
+    if isinstance(spec, ir.Network):
+        net = spec
+    elif isinstance(spec, str) and "{" in spec:  # a spec's text, not a file name
+        net = elaborate("<spec>", given, text=spec, includes=False)
+    else:
+        net = elaborate(spec, given)
+    gm = lower(net, channels_last=channels_last, memory_efficient=memory_efficient)
+    gm.meta["cliquegraph"] = {"network": net,
+                              "params": {k: as_text(v) for k, v in given.items()}}
     return gm

@@ -40,8 +40,9 @@ def head(s: int) -> str:
 
 
 def op(kind: str, j: int) -> str:
-    """The module of the j-th op (0-based) of a stem, transition or head: conv2, bn0."""
-    return f"{kind}{j}"
+    """The module of the j-th op (0-based) of a stem, transition or head: conv2, bn0; relu6_3
+    (a kind that ends in a digit would run into its index)."""
+    return f"{kind}_{j}" if kind[-1].isdigit() else f"{kind}{j}"
 
 
 def weight(i: int, j: int) -> str:

@@ -23,8 +23,9 @@ from torch import nn
 from . import names
 from .checkpoint import CheckpointError, load_state
 from .errors import plural
-from .elaborate import count_params, elaborate
-from .lower import SqueezeExcite, lower
+from .elaborate import count_params
+from .lower import build
+from .units import SqueezeExcite
 from .topology import loop_inputs
 
 
@@ -331,8 +332,8 @@ def from_original(state_dict, spec_path="specs/cliquenet-imagenet.clq", **params
     """Our GraphModule for `spec_path`, carrying the original implementation's weights, so it
     gives the original's logits. A state_dict that does not fit the spec is refused, naming
     the first mismatched key."""
-    net = elaborate(spec_path, params)
-    gm = lower(net)
+    gm = build(spec_path, params)
+    net = gm.meta["cliquegraph"]["network"]
     own = gm.state_dict()
     mapping = key_map(net)
     converted = {}
@@ -349,5 +350,4 @@ def from_original(state_dict, spec_path="specs/cliquenet-imagenet.clq", **params
         if key not in state_dict:
             raise CheckpointError(f"state_dict does not fit {spec_path}: missing key {key!r}")
     load_state(gm, converted, "state_dict")
-    gm.meta["cliquegraph"]["params"] = {k: str(v) for k, v in params.items()}
     return gm

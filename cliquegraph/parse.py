@@ -15,7 +15,7 @@ from importlib import resources
 import lark
 from lark import Transformer, v_args
 
-from . import ast
+from . import ast, ops
 from .errors import SpecError, did_you_mean
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a page of text; 1 MiB is already absurd
@@ -332,15 +332,15 @@ class _ToAst(Transformer):
     def edge(self, meta, c):
         return ast.Edge(c[0], str(c[1]), c[2], _pos(meta))
 
-    # -- ops
+    # -- ops: one method per rule of the op table (added after the class)
+    def error(self, msg, tok, hint=None):
+        return self._err(msg, _tokpos(tok), hint)
+
+    def token_name(self, tok):
+        return ast.Name(str(tok), _tokpos(tok))
+
     def _op(self, kind, meta, args):
         return ast.Op(kind, tuple(sorted(args.items())), _pos(meta))
-
-    def conv(self, meta, c):
-        args = {"kernel": c[0], "out": c[1]}
-        for opt in c[2:]:
-            args[opt[0]] = opt[1]
-        return self._op("conv", meta, args)
 
     def stride(self, meta, c):
         return ("stride", c[0])
@@ -350,37 +350,6 @@ class _ToAst(Transformer):
 
     def bias(self, meta, c):
         return ("bias", ast.Bool(True))
-
-    def bn(self, meta, c):
-        return self._op("bn", meta, {})
-
-    def relu(self, meta, c):
-        return self._op("relu", meta, {})
-
-    def drop(self, meta, c):
-        return self._op("dropout", meta, {"p": c[0]})
-
-    def pool(self, meta, c):
-        mode = str(c[0])
-        if mode not in ("avg", "max", "global"):
-            raise self._err(f"unknown pooling {mode!r}", _tokpos(c[0]),
-                            did_you_mean(mode, ["avg", "max", "global"])
-                            or "pooling is `avg K`, `max K` or `global`")
-        args = {"mode": ast.Name(mode, _tokpos(c[0]))}
-        if c[1] is not None:
-            args["kernel"] = c[1]
-        elif mode != "global":
-            raise self._err(f"`pool {mode}` needs a kernel size, e.g. `pool {mode} 2`",
-                            _tokpos(c[0]))
-        for opt in c[2:]:
-            args[opt[0]] = opt[1]
-        return self._op("pool", meta, args)
-
-    def se(self, meta, c):
-        return self._op("se", meta, {"reduction": c[0]})
-
-    def fc(self, meta, c):
-        return self._op("fc", meta, {"out": c[0]})
 
     def scales(self, meta, c):
         return self._op("scales", meta, {"value": c[0]})
@@ -437,6 +406,16 @@ class _ToAst(Transformer):
 
     def ifelse(self, meta, c):
         return ast.IfElse(c[0], c[1], c[2], _pos(meta))
+
+
+def _op_rule(syntax):
+    def method(self, meta, c):
+        return self._op(syntax.word, meta, syntax.parse(c, self))
+    return method
+
+
+for _syntax in ops.SYNTAX.values():
+    setattr(_ToAst, _syntax.rule, v_args(meta=True)(_op_rule(_syntax)))
 
 
 def parse_file(path) -> ast.SpecFile:

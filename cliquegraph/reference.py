@@ -11,45 +11,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ir, names
+from . import ir, names, ops
 from .units import dropout
 
 
 def _apply_op(op: ir.Op, prefix: str, p, x, training):
-    def get(*leaf):
-        return p[names.key(prefix, *leaf)]
-
-    if op.kind == "conv":
-        return F.conv2d(x, get("weight"), p.get(names.key(prefix, "bias")), op.stride,
-                        op.padding)
-    if op.kind == "bn":
-        return _bn(p, prefix, x, slice(None), training)
-    if op.kind == "relu":
-        return torch.relu(x)
-    if op.kind == "dropout":
-        return dropout(x, op.p, training)
-    if op.kind == "maxpool":
-        return F.max_pool2d(x, op.kernel, op.stride, op.padding)
-    if op.kind == "avgpool":
-        return F.avg_pool2d(x, op.kernel, op.stride, op.padding)
-    if op.kind == "gpool":
-        return x.mean((2, 3))
-    if op.kind == "se":
-        s = F.linear(x.mean((2, 3)), get("fc1", "weight"), get("fc1", "bias"))
-        s = torch.sigmoid(F.linear(torch.relu(s), get("fc2", "weight"), get("fc2", "bias")))
-        return x * s[:, :, None, None]
-    if op.kind == "fc":
-        return F.linear(x, get("weight"), get("bias"))
-    raise ValueError(op.kind)
+    return ops.KINDS[op.kind].reference(op, lambda *leaf: p[names.key(prefix, *leaf)], x,
+                                        training)
 
 
 def _bn(p, prefix, x, channels, training):
     """BatchNorm of `x` with the channels `channels` of the BN called `prefix`."""
-    def get(leaf):
-        return p[names.key(prefix, leaf)][channels]
-
-    return F.batch_norm(x, get("running_mean").clone(), get("running_var").clone(),
-                        get("weight"), get("bias"), training, 0.0, 1e-5)
+    return ops.batch_norm(lambda leaf: p[names.key(prefix, leaf)][channels], x, training)
 
 
 def _section(ops, name, p, x, training):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import math
 
-from . import ir, names, schedule as _schedule
+from . import ir, names, ops, schedule as _schedule
 from .errors import plural
 
 FONT = "Helvetica"
@@ -116,36 +116,19 @@ def _block_caption(block: ir.Block) -> str:
 
 # --- network view -----------------------------------------------------------------------------
 
-def _op_lines(ops) -> list:
+def _op_lines(section) -> list:
     """Ops as the paper writes them: BN and ReLU prefix the op they feed ('BN-ReLU-conv 1x1')."""
     lines, prefix = [], []
-    for op in ops:
-        if op.kind in ("bn", "relu"):
-            prefix.append("BN" if op.kind == "bn" else "ReLU")
+    for op in section:
+        kind = ops.KINDS[op.kind]
+        if kind.prefix:
+            prefix.append(kind.label(op))
             continue
-        lines.append("-".join(prefix + [_op_text(op)]))
+        lines.append("-".join(prefix + [kind.label(op)]))
         prefix = []
     if prefix:
         lines.append("-".join(prefix))
     return lines
-
-
-def _op_text(op: ir.Op) -> str:
-    k = "x".join(map(str, op.kernel))
-    stride = f"/{op.stride[0]}" if op.stride[0] > 1 else ""
-    if op.kind == "conv":
-        return f"conv {k}{stride} → {op.out_shape[0]}"
-    if op.kind == "dropout":
-        return f"dropout {op.p:g}"
-    if op.kind in ("maxpool", "avgpool"):  # the stride only when it is not the kernel
-        return f"{op.kind[:3]} pool {k}{stride if op.stride != op.kernel else ''}"
-    if op.kind == "gpool":
-        return "global avg pool"
-    if op.kind == "se":
-        return f"SE {op.in_shape[0]}→{op.hidden}→{op.in_shape[0]}"
-    if op.kind == "fc":
-        return f"FC → {op.out_shape[0]}"
-    return op.kind
 
 
 def _box(title: str, lines) -> str:

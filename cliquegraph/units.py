@@ -285,3 +285,21 @@ class Dropout(nn.Dropout):
 
     def forward(self, x):
         return dropout(x, self.p, self.training)
+
+
+class SqueezeExcite(nn.Module):
+    """Attentional transition: global pool -> FC C->C/r -> ReLU -> FC -> sigmoid -> scale."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x):
+        s = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3))))))
+        return x * s[:, :, None, None]
+
+
+class GlobalAvgPool(nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3))

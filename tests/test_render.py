@@ -227,7 +227,7 @@ def test_without_dot_pictures_fail_in_one_line_and_dot_files_still_work(tmp_path
 
 
 def test_dot_vanishing_after_the_lookup_gives_the_same_message(tmp_path, monkeypatch, capsys):
-    from cliquegraph import cli_render
+    from cliquegraph.cli import render as cli_render
     monkeypatch.setattr(cli_render.shutil, "which", lambda name: "/usr/bin/dot")
     monkeypatch.setenv("PATH", str(tmp_path))  # graphviz raises ExecutableNotFound
     code, _, err = run(["render", SPECS / "cliquenet-cifar.clq", "--view", "network",
@@ -281,7 +281,7 @@ def test_cli_exit_2_for_usage_errors(argv, message, capsys):
 
 def test_registering_render_imports_no_torch_matplotlib_or_graphviz():
     code = ("import sys; from cliquegraph import cli; cli.build_parser(); "
-            "import cliquegraph.cli_render; "
+            "import cliquegraph.cli.render; "
             "print(sorted(m for m in ('torch', 'matplotlib', 'graphviz') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

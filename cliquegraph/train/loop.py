@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from .. import checkpoint
 from ..atomic import write_atomic, write_text_atomic
 from ..elaborate import elaborate
-from ..lower import lower
+from ..lower import build
 from . import distributed
 from .data import check_classes, load
 from ..atomic import stale_temps
@@ -147,8 +147,8 @@ def _train(cfg: TrainConfig, world, device) -> Run:
     check_classes(train_set, net.outputs, net=net)
 
     torch.manual_seed(seed)  # the initial weights: the same on every process
-    gm = lower(net, channels_last=cfg.channels_last, memory_efficient=cfg.memory_efficient)
-    gm.meta["cliquegraph"]["params"] = dict(params)
+    gm = build(net, params, channels_last=cfg.channels_last,
+               memory_efficient=cfg.memory_efficient)
     if state:
         checkpoint.load_state(gm, state["state_dict"], source)
     gm.to(device)
@@ -183,7 +183,7 @@ def _train(cfg: TrainConfig, world, device) -> Run:
     autocast = dict(device_type=device.type, enabled=amp != "off",
                     dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
     progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
-    base = checkpoint.payload(gm, cfg.spec, params) if world.main else {}
+    base = checkpoint.payload(gm) if world.main else {}
     base.update(dataset=dataset, data_dir=settings["data_dir"], recipe=recipe.to_json(),
                 seed=seed, amp=amp, settings=settings)
 

@@ -1,5 +1,5 @@
 """`cliquegraph train SPEC --train DATASET` and `cliquegraph eval CHECKPOINT` (registered by
-cli.py; torch is imported only when they run). `compile SPEC --train DATASET` reuses
+cli/__init__.py; torch is imported only when they run). `compile SPEC --train DATASET` reuses
 add_train_arguments and run_training.
 
     cliquegraph train specs/cliquenet-cifar.clq --set k=12 --set T=6 --train digits
@@ -19,13 +19,14 @@ import json
 import os
 import sys
 
-from .cli import count, finite_float, positive_float, positive_int
+from .args import (UsageError, add_set, count, finite_float, parse_sets, positive_float,
+                   positive_int, seed)
 
 # train.data.DATASETS, spelled out so that building the parser does not import torch
 DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "digits")
 
 
-def register(sub, add_set) -> None:
+def register(sub) -> None:
     t = sub.add_parser("train", help="train a spec on a dataset with the paper's recipe",
                        usage="cliquegraph train SPEC --train DATASET [--data DIR] [--out DIR] "
                              "[--resume] [options]",
@@ -98,7 +99,7 @@ def add_train_arguments(parser) -> None:
                    help="CPU threads per process (default: the cores this process may use, "
                         "shared between torchrun's processes, at most 16; 1 is often fastest "
                         "on a busy or small machine)")
-    d.add_argument("--seed", type=_seed, default=None, metavar="S",
+    d.add_argument("--seed", type=seed, default=None, metavar="S",
                    help="fixes the initial weights, the data order and dropout (default 0; "
                         "a resumed run keeps its own)")
 
@@ -106,8 +107,6 @@ def add_train_arguments(parser) -> None:
 def run_training(args, spec=None) -> int:
     """Train as `args` (from add_train_arguments) say; `spec` defaults to args.spec. Errors
     reach cli.main, which prints them."""
-    from .cli import UsageError, parse_sets
-
     spec = spec or args.spec
     if args.train is None and not args.resume:
         raise UsageError("which dataset? --train DATASET (one of "
@@ -116,7 +115,7 @@ def run_training(args, spec=None) -> int:
         raise UsageError("--momentum 0 with Nesterov SGD (the default): Nesterov needs a "
                          "momentum above 0; add --no-nesterov for plain SGD")
     params = parse_sets(getattr(args, "set", None))
-    from .train import loop
+    from ..train import loop
     cfg = loop.TrainConfig(
         spec=spec, dataset=args.train, params=params, data_dir=args.data, out=args.out,
         recipe=dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -136,7 +135,7 @@ def run_training(args, spec=None) -> int:
 
 
 def run_eval(args) -> int:
-    from .train import loop
+    from ..train import loop
     device = _device(args.device)
     result = loop.evaluate_checkpoint(args.checkpoint, dataset=args.dataset,
                                       data_dir=args.data, batch_size=args.batch_size,
@@ -150,7 +149,7 @@ def _interrupted(cfg, loop) -> None:
         return
     out = cfg.out
     if out is None and cfg.dataset is not None:
-        from .elaborate import elaborate
+        from ..elaborate import elaborate
         out = loop.default_out(elaborate(cfg.spec, cfg.params).name, cfg.dataset)
     last = os.path.join(out, "last.pt") if out else None
     saved = (f"The last finished epoch is saved in {last}; run the same command with --resume "
@@ -166,7 +165,6 @@ def _device(name):
     if name is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        from .cli import UsageError
         raise UsageError("--device cuda, but CUDA is not available here (use --device cpu)")
     return name
 
@@ -205,16 +203,6 @@ def _non_negative(text) -> float:
     value = finite_float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _seed(text) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 0 <= value < 2 ** 63:
-        raise argparse.ArgumentTypeError(f"must be in 0..2**63-1, got {text}")
     return value
 
 

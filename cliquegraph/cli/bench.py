@@ -1,7 +1,7 @@
 """`cliquegraph bench SPEC [--set ...] [--batch B] [--steps N] [--warmup W] [--device cpu|cuda]
 [--variants default,original_style,naive,conv_floor] [--[no-]memory-efficient] [--threads N]
 [--rounds R] [--json]`
-(registered by cli.py; torch is imported only when the command runs).
+(registered by cli/__init__.py; torch is imported only when the command runs).
 
     cliquegraph bench specs/cliquenet-cifar.clq --batch 64 --rounds 3
     cliquegraph bench specs/s3.clq --batch 16 --steps 2 --warmup 1 --json
@@ -15,12 +15,12 @@ import argparse
 import json
 import sys
 
-from .cli import count, positive_int
+from .args import UsageError, add_set, count, parse_sets, positive_int
 
 VARIANTS = ("default", "original_style", "naive", "conv_floor")  # bench.VARIANTS, torch-free
 
 
-def register(sub, add_set):
+def register(sub):
     p = sub.add_parser(
         "bench", usage="cliquegraph bench SPEC [--set NAME=VALUE] [--batch B] [--rounds R] "
                        "[options]",
@@ -55,7 +55,6 @@ def register(sub, add_set):
 
 
 def run(args) -> int:
-    from .cli import UsageError, parse_sets
     overrides = parse_sets(args.set)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -64,7 +63,7 @@ def run(args) -> int:
                          f"choose from {','.join(VARIANTS)}")
     import torch
 
-    from . import bench
+    from .. import bench
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here")
 

@@ -1,17 +1,17 @@
 """`cliquegraph compile SPEC [--set ...] [--summary table|json] [--batch B] [--code]
 [--save FILE]`, and `compile SPEC --train DATASET ...`, which runs the bundled trainer
-(cli_train.py). The summary ends with the training memory estimate (estimate.py) at batch B.
-Registered by cli.py; torch is imported only when the command runs."""
+(cli/train.py). The summary ends with the training memory estimate (estimate.py) at batch B.
+Registered by cli/__init__.py; torch is imported only when the command runs."""
 
 from __future__ import annotations
 
 import json
 import sys
 
-from .cli import positive_int
+from .args import add_set, parse_sets, positive_int
 
 
-def register(sub, add_set):
+def register(sub):
     p = sub.add_parser("compile", usage="cliquegraph compile SPEC [--set NAME=VALUE] "
                        "[--summary table|json] [--code] [--save FILE] [--train DATASET ...]",
                        help="compile a spec to a torch.fx GraphModule: summary, "
@@ -29,27 +29,24 @@ def register(sub, add_set):
     p.add_argument("--code", action="store_true", help="print the generated forward (gm.code)")
     p.add_argument("--save", metavar="FILE", help="save state_dict + spec text + params "
                    "(torch.load(FILE, weights_only=True) reads it)")
-    from .cli_train import add_train_arguments
+    from .train import add_train_arguments
     add_train_arguments(p)  # --train DATASET: the bundled runner (cliquegraph train SPEC ...)
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
-    from .cli import parse_sets
     if args.train or args.resume:
-        from .cli_train import run_training
+        from .train import run_training
         return run_training(args)
     overrides = parse_sets(args.set)
 
-    from . import checkpoint
-    from .elaborate import elaborate
-    from .lower import lower
-    from .summary import as_json, summarize, table
+    from .. import checkpoint
+    from ..lower import build
+    from ..summary import as_json, summarize, table
 
-    net = elaborate(args.spec, overrides)
-    gm = lower(net)
-    gm.meta["cliquegraph"]["params"] = dict(overrides)
+    gm = build(args.spec, overrides)
+    net = gm.meta["cliquegraph"]["network"]
     summary = args.summary or (None if (args.code or args.save) else "table")
     if summary:
         parts = summarize(gm, net)
@@ -63,7 +60,7 @@ def run(args) -> int:
         print(gm.code.strip("\n"))
     if args.save:
         try:
-            checkpoint.save(gm, args.spec, overrides, args.save)
+            checkpoint.save(gm, args.save)
         except OSError as exc:
             print(f"cannot write {args.save}: {exc.strerror or exc}", file=sys.stderr)
             return 1
@@ -75,7 +72,7 @@ def _memory(net, args) -> dict:
     """The training memory estimate for `args`' batch and settings, as lines for the table
     and a dict for --summary json."""
     import torch
-    from .estimate import available_memory, estimate_memory, gib
+    from ..estimate import available_memory, estimate_memory, gib
 
     imagenet = min(net.input_shape[1:]) > 64
     batch = args.batch_size or (160 if imagenet else 64)

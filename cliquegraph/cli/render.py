@@ -1,4 +1,5 @@
-"""`cliquegraph render` (registered by cli.py): diagrams of a spec or a saved module.
+"""`cliquegraph render` (registered by cli/__init__.py): diagrams of a spec or a saved
+module.
 
 The output format follows -o's extension. graphviz, matplotlib and torch are imported only when
 the command runs, so registering it keeps `cliquegraph check` light.
@@ -10,6 +11,8 @@ import argparse
 import os
 import shutil
 import sys
+
+from .args import UsageError, add_set, parse_sets
 
 VIEWS = ("block", "network", "schedule", "weights")
 PICTURES = (".svg", ".png", ".pdf")
@@ -32,7 +35,7 @@ formats: block/network .svg .png .pdf (need graphviz's `dot`) or .dot (the sourc
 stdout gets without -o); schedule .txt (also stdout) or .json; weights .png .svg .pdf."""
 
 
-def register(sub, add_set):
+def register(sub):
     r = sub.add_parser(
         "render", usage="cliquegraph render SPEC-or-CHECKPOINT --view VIEW [-o FILE] [options]",
         help="draw a block, the network, a block's schedule or a checkpoint's weights",
@@ -63,8 +66,7 @@ def dot_missing(path) -> str:
 
 
 def cmd_render(args) -> int:
-    from .cli import UsageError, parse_sets
-    from .elaborate import elaborate
+    from ..elaborate import elaborate
 
     overrides = parse_sets(args.set)
     view, path = args.view, args.output
@@ -92,7 +94,7 @@ def cmd_render(args) -> int:
 
     state = None
     if checkpoint:
-        from .checkpoint import load_module
+        from ..checkpoint import load_module
         _, net, obj = load_module(args.source)  # a CheckpointError reaches main(): exit 1
         state = obj["state_dict"]
     else:
@@ -101,7 +103,7 @@ def cmd_render(args) -> int:
         raise UsageError(f"--block {args.block}: network {net.name} has blocks "
                          f"1..{len(net.blocks)}")
 
-    from . import render
+    from .. import render
     try:
         if view == "block":
             block = net.blocks[(args.block or 1) - 1]

@@ -1,0 +1,272 @@
+"""The op table: every kind of op a stem, transition or head can hold, each defined once.
+
+An entry (`Kind`) says everything the pipeline needs to know of its kind: how it is written
+(`Syntax`: the grammar rule's operands, the canonical text fmt prints, how the elaborator
+resolves its shape), how many parameters it owns, its nn.Module, its reference behaviour, its
+label in diagrams and the memory its training step keeps. parse, fmt, elaborate, ir, lower,
+reference, render and estimate all read this table instead of testing `op.kind` themselves.
+Adding a kind is one entry here plus its line in grammars/clq.lark.
+
+Kinds are the IR's; a written op (`Syntax.word`, the AST's kind) may resolve to several, as
+`pool` does to maxpool, avgpool and gpool. `scales` is a head statement, not an op, and stays
+with the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import importlib
+
+from . import ast
+from .errors import did_you_mean
+
+
+class _Later:
+    """A module imported when first used: check and fmt read this table and must not pay for
+    importing torch."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self._name, __package__), attr)
+
+
+torch, nn, F = _Later("torch"), _Later("torch.nn"), _Later("torch.nn.functional")
+units = _Later(".units")
+
+
+@dataclass(frozen=True)
+class Syntax:
+    """How an op is written. `parse(c, tf)` turns the rule's children into the AST op's args
+    (tf, parse's transformer, gives `error(msg, token, hint)` and `token_name(token)`);
+    `text(o, show)` is fmt's canonical line, show(e, atom=False, after_atom=False) printing an
+    operand; `resolve(r, shape)` returns the IR kind, output shape and ir.Op fields, asking `r`
+    (elaborate's rules) for the operands.
+    `on` is what the op accepts: a feature map, a vector (after `pool global`) or any."""
+    word: str                      # the AST kind, and the first word of the op in a spec
+    rule: str                      # its grammar rule
+    parse: Callable
+    text: Callable
+    resolve: Callable
+    on: str = "any"                # any | map | vector
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One IR op kind. `reference(op, get, x, training)` is its naive behaviour, reading its
+    parameters with get(*leaf); `largest(op)` the elements of its largest parameter tensor.
+    Memory, per training step (estimate.py): `saves` which tensor its backward keeps (input |
+    output | none), `kept` bytes it keeps per output element (masks, indices), `scratch` whether
+    its forward writes a second buffer the size of its output, `draws` whether it draws a random
+    number per element, `stats(op)` the channels it keeps running statistics of."""
+    name: str
+    syntax: Syntax
+    module: Callable
+    reference: Callable
+    label: Callable
+    params: Callable = lambda op: 0
+    largest: Callable = lambda op: 0
+    prefix: bool = False           # drawn in front of the op it feeds: BN-ReLU-conv 1x1
+    saves: str = "none"
+    kept: int = 0
+    scratch: bool = False
+    draws: bool = False
+    stats: Callable = lambda op: 0
+
+
+def _show_opts(o, show, parts):
+    for name in ("stride", "padding"):
+        if o.arg(name) is not None:
+            parts += [name, show(o.arg(name))]
+    return " ".join(parts)
+
+
+def _with_opts(args, c):
+    for opt in c:
+        args[opt[0]] = opt[1]
+    return args
+
+
+def _word(word):
+    """An op that is its word alone, with no operands (bn, relu)."""
+    return dict(parse=lambda c, tf: {}, text=lambda o, show: word,
+                resolve=lambda r, shape: (word, shape, {}))
+
+
+# --- conv -------------------------------------------------------------------------------------
+
+def _conv_text(o, show):
+    kernel, out = show(o.arg("kernel"), atom=True), show(o.arg("out"), after_atom=True)
+    if isinstance(o.arg("kernel"), ast.Name) and out.startswith("("):
+        kernel = f"({kernel})"  # `conv k (C + 1) // 2` would read as a call k(C + 1)
+    text = _show_opts(o, show, ["conv", kernel, out])
+    return text + " bias" if o.arg("bias") is not None else text
+
+
+def _conv_resolve(r, shape):
+    kern = r.pair("kernel", "kernel", 1, r.limit("kernel"))
+    out = r.whole("out", "conv width", 1, r.limit("channels"))
+    stride = r.opt_pair("stride", (1, 1), 1)
+    padding = r.opt_pair("padding", (kern[0] // 2, kern[1] // 2), 0)
+    hw = r.spatial(shape, kern, stride, padding, "conv")
+    return "conv", (out,) + hw, dict(kernel=kern, stride=stride, padding=padding,
+                                     bias=r.has("bias"))
+
+
+def _conv_params(op):
+    return _conv_weight(op) + (op.out_shape[0] if op.bias else 0)
+
+
+def _conv_weight(op):
+    return op.out_shape[0] * op.in_shape[0] * op.kernel[0] * op.kernel[1]
+
+
+_CONV = Syntax("conv", "conv", parse=lambda c, tf: _with_opts({"kernel": c[0], "out": c[1]},
+                                                                 c[2:]),
+               text=_conv_text, resolve=_conv_resolve, on="map")
+
+
+# --- pooling ----------------------------------------------------------------------------------
+
+def _pool_parse(c, tf):
+    mode = str(c[0])
+    if mode not in ("avg", "max", "global"):
+        raise tf.error(f"unknown pooling {mode!r}", c[0],
+                       did_you_mean(mode, ["avg", "max", "global"])
+                       or "pooling is `avg K`, `max K` or `global`")
+    args = {"mode": tf.token_name(c[0])}
+    if c[1] is not None:
+        args["kernel"] = c[1]
+    elif mode != "global":
+        raise tf.error(f"`pool {mode}` needs a kernel size, e.g. `pool {mode} 2`", c[0])
+    return _with_opts(args, c[2:])
+
+
+def _pool_text(o, show):
+    parts = ["pool", o.arg("mode").id]
+    if o.arg("kernel") is not None:
+        parts.append(show(o.arg("kernel"), atom=True, after_atom=True))
+    return _show_opts(o, show, parts)
+
+
+def _pool_resolve(r, shape):
+    mode = r.op.arg("mode").id
+    if mode == "global":
+        return "gpool", (shape[0],), {}
+    kern = r.pair("kernel", "pool size", 1, r.limit("size"))
+    stride = r.opt_pair("stride", kern, 1)
+    padding = r.opt_pair("padding", (0, 0), 0)
+    if padding[0] * 2 > kern[0] or padding[1] * 2 > kern[1]:
+        raise r.err("pool padding must be at most half the pool size")
+    hw = r.spatial(shape, kern, stride, padding, "pooling")
+    return f"{mode}pool", (shape[0],) + hw, dict(kernel=kern, stride=stride, padding=padding)
+
+
+def _pool_label(op):
+    k = "x".join(map(str, op.kernel))
+    stride = f"/{op.stride[0]}" if op.stride[0] > 1 and op.stride != op.kernel else ""
+    return f"{op.kind[:3]} pool {k}{stride}"
+
+
+_POOL = Syntax("pool", "pool", parse=_pool_parse, text=_pool_text, resolve=_pool_resolve,
+               on="map")
+
+
+# --- the rest ---------------------------------------------------------------------------------
+
+def _bn_reference(op, get, x, training):
+    return batch_norm(get, x, training)
+
+
+def batch_norm(get, x, training):
+    """BatchNorm of x in its training or eval form, its tensors read with get(leaf)."""
+    return F.batch_norm(x, get("running_mean").clone(), get("running_var").clone(),
+                        get("weight"), get("bias"), training, 0.0, 1e-5)
+
+
+def _se_reference(op, get, x, training):
+    s = F.linear(x.mean((2, 3)), get("fc1", "weight"), get("fc1", "bias"))
+    s = torch.sigmoid(F.linear(torch.relu(s), get("fc2", "weight"), get("fc2", "bias")))
+    return x * s[:, :, None, None]
+
+
+def _se_resolve(r, shape):
+    return "se", shape, dict(hidden=max(1, shape[0] // r.whole("reduction", "se reduction", 1)))
+
+
+def _fc_resolve(r, shape):
+    return "fc", (r.whole("out", "fc width", 1, r.limit("channels") * 16),), dict(bias=True)
+
+
+def _dropout_resolve(r, shape):
+    return "dropout", shape, dict(p=r.prob("p"))
+
+
+def _one(word, name):
+    """The syntax of an op written `word EXPR`, the expression being its arg `name`."""
+    return dict(parse=lambda c, tf: {name: c[0]},
+                text=lambda o, show: f"{word} {show(o.arg(name))}")
+
+
+def _activation(name, label, module, fn, saves):
+    """An elementwise activation written as its name alone: module() makes its nn.Module,
+    fn(x) is its reference."""
+    return Kind(name, Syntax(name, name, **_word(name)), lambda op: module(),
+                lambda op, get, x, training: fn(x), lambda op: label, prefix=True, saves=saves)
+
+
+_TABLE = (
+    Kind("conv", _CONV,
+         lambda op: nn.Conv2d(op.in_shape[0], op.out_shape[0], op.kernel, op.stride, op.padding,
+                              bias=op.bias),
+         lambda op, get, x, training: F.conv2d(x, get("weight"),
+                                               get("bias") if op.bias else None, op.stride,
+                                               op.padding),
+         lambda op: (f"conv {'x'.join(map(str, op.kernel))}"
+                     f"{f'/{op.stride[0]}' if op.stride[0] > 1 else ''} → {op.out_shape[0]}"),
+         params=_conv_params, largest=_conv_weight, saves="input"),
+    Kind("bn", Syntax("bn", "bn", **_word("bn")),
+         lambda op: (nn.BatchNorm2d if len(op.in_shape) == 3 else nn.BatchNorm1d)(op.in_shape[0]),
+         _bn_reference, lambda op: "BN", params=lambda op: 2 * op.in_shape[0],
+         largest=lambda op: op.in_shape[0], prefix=True, saves="input",
+         stats=lambda op: op.in_shape[0]),
+    _activation("relu", "ReLU", lambda: nn.ReLU(), lambda x: torch.relu(x), saves="output"),
+    Kind("dropout", Syntax("dropout", "drop", resolve=_dropout_resolve, **_one("dropout", "p")),
+         lambda op: units.Dropout(op.p),
+         lambda op, get, x, training: units.dropout(x, op.p, training),
+         lambda op: f"dropout {op.p:g}", kept=1, draws=True),
+    Kind("maxpool", _POOL, lambda op: nn.MaxPool2d(op.kernel, op.stride, op.padding),
+         lambda op, get, x, training: F.max_pool2d(x, op.kernel, op.stride, op.padding),
+         _pool_label, saves="input", kept=8),
+    Kind("avgpool", _POOL, lambda op: nn.AvgPool2d(op.kernel, op.stride, op.padding),
+         lambda op, get, x, training: F.avg_pool2d(x, op.kernel, op.stride, op.padding),
+         _pool_label),
+    Kind("gpool", _POOL, lambda op: units.GlobalAvgPool(),
+         lambda op, get, x, training: x.mean((2, 3)), lambda op: "global avg pool"),
+    Kind("se", Syntax("se", "se", resolve=_se_resolve, on="map",
+                      **_one("se reduction", "reduction")),
+         lambda op: units.SqueezeExcite(op.in_shape[0], op.hidden), _se_reference,
+         lambda op: f"SE {op.in_shape[0]}→{op.hidden}→{op.in_shape[0]}",
+         params=lambda op: 2 * op.in_shape[0] * op.hidden + op.hidden + op.in_shape[0],
+         largest=lambda op: op.in_shape[0] * op.hidden, saves="input", scratch=True),
+    Kind("fc", Syntax("fc", "fc", resolve=_fc_resolve, on="vector", **_one("fc", "out")),
+         lambda op: nn.Linear(op.in_shape[0], op.out_shape[0]),
+         lambda op, get, x, training: F.linear(x, get("weight"), get("bias")),
+         lambda op: f"FC → {op.out_shape[0]}",
+         params=lambda op: op.out_shape[0] * op.in_shape[0] + op.out_shape[0],
+         largest=lambda op: op.out_shape[0] * op.in_shape[0], saves="input"),
+    _activation("relu6", "ReLU6", lambda: nn.ReLU6(), lambda x: F.relu6(x), saves="input"),
+    _activation("silu", "SiLU", lambda: nn.SiLU(), lambda x: F.silu(x), saves="input"),
+    _activation("sigmoid", "sigmoid", lambda: nn.Sigmoid(), lambda x: torch.sigmoid(x),
+                saves="output"),
+    _activation("hardswish", "hardswish", lambda: nn.Hardswish(), lambda x: F.hardswish(x),
+                saves="input"),
+    _activation("hardsigmoid", "hardsigmoid", lambda: nn.Hardsigmoid(),
+                lambda x: F.hardsigmoid(x), saves="input"),
+)
+
+KINDS = {k.name: k for k in _TABLE}
+SYNTAX = {k.syntax.word: k.syntax for k in _TABLE}   # by the word a spec writes
