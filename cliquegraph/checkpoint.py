@@ -85,12 +85,9 @@ def save_atomic(obj, path) -> None:
     write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
-def save(gm, *where) -> None:
-    """save(gm, path). The older save(gm, spec_path, params, path) is still accepted; the
-    spec and params saved are the module's own either way."""
-    if len(where) not in (1, 3):
-        raise TypeError("save(gm, path) takes a module and a path")
-    save_atomic(payload(gm), where[-1])
+def save(gm, path) -> None:
+    """The checkpoint of a module that cliquegraph.build made (see payload)."""
+    save_atomic(payload(gm), path)
 
 
 def read(path) -> dict:

@@ -178,7 +178,7 @@ def saved(tmp_path_factory):
     from cliquegraph import checkpoint
     spec = SPECS / "partial-clique.clq"
     path = tmp_path_factory.mktemp("ckpt") / "partial.pt"
-    checkpoint.save(cliquegraph.build(spec, k=4), spec, {"k": 4}, path)
+    checkpoint.save(cliquegraph.build(spec, k=4), path)
     return path
 
 
