@@ -40,6 +40,8 @@ from . import ir
 from .ops import KINDS
 from .elaborate import count_params
 from .errors import UserError
+from .fuse import CONV_UNIT, match
+from .names import ACT_SLOT, CAT_SLOT, GRAD_SLOT, UNIFORMS_SLOT
 
 GiB = 2 ** 30
 MiB = 2 ** 20
@@ -179,7 +181,7 @@ def estimate_memory(net: ir.Network, batch: int, *, device: str = "cpu", amp: st
     half = amp in ("bf16", "fp16") and device == "cuda"
     act = 2 if half else dtype_bytes
     lean = not half and not compiled and dtype_bytes in (4, 8)
-    walk = _Walk(act, dtype_bytes, lean=lean, keep_cat=not memory_efficient,
+    walk = _Walk(act, dtype_bytes, lean=lean, memory_efficient=memory_efficient,
                  scratch=lean and device == "cpu")
     walk.network(net, channels_last)
     params = count_params(net)
@@ -225,9 +227,9 @@ class _Walk:
     alive, with `pending`, the gradients that wait for their producer's backward. slots: CPU
     scratch (units._Scratch), the largest request per slot."""
 
-    def __init__(self, act, p_bytes, *, lean, keep_cat, scratch):
+    def __init__(self, act, p_bytes, *, lean, memory_efficient, scratch):
         self.act, self.p_bytes = act, p_bytes
-        self.lean, self.keep_cat, self.scratch = lean, keep_cat, scratch
+        self.lean, self.memory_efficient, self.scratch = lean, memory_efficient, scratch
         self.kept = self.peak = self.pending = 0
         # batch-independent: concatenated weights kept for backward, and the peak of those
         # with a weight gradient's temporary
@@ -272,23 +274,23 @@ class _Walk:
             self.bn_channels += x // (hw * self.act)
         multi = len(xs) > 1
         if self.lean:
-            if multi and not self.keep_cat:
+            if multi and self.memory_efficient:
                 self.keep(*xs)
-                work = self.temp(0, x)               # the concatenation, BN-ReLU over it
+                work = self.temp(CAT_SLOT, x)        # the concatenation, BN-ReLU over it
             else:
                 if multi:
                     self.kept += x                   # the kept concatenation
                 else:
                     self.keep(*xs)
                 work = x                             # BN-ReLU's output, fresh
-            self.fwd(work + self.temp(2, uniforms) + out.bytes + mask)
+            self.fwd(work + self.temp(UNIFORMS_SLOT, uniforms) + out.bytes + mask)
             self.kept += mask
             if keep_out:
                 self.keep(out)
             work = 2 * out.bytes + x                 # dL/dout, its dropped copy, dL/dx
-            if multi and not self.keep_cat:
-                work += self.temp(0, x)              # the concatenation again
-            self.bwd(work + self.temp(1, x))         # and BN-ReLU
+            if multi and self.memory_efficient:
+                work += self.temp(CAT_SLOT, x)       # the concatenation again
+            self.bwd(work + self.temp(ACT_SLOT, x))  # and BN-ReLU
             return out
         # plain ops (autocast, torch.compile): BN keeps the concatenation, ReLU its output
         self.keep(_Tensor(x) if multi else xs[0])
@@ -309,9 +311,10 @@ class _Walk:
         vec = _Tensor(x // hw)
         if self.lean:
             self.keep(*xs)
-            self.fwd(self.temp(0 if multi else 1, x))
+            self.fwd(self.temp(CAT_SLOT if multi else ACT_SLOT, x))
             # backward: the concatenation, BN-ReLU and dL/dz again; the inputs' gradients
-            self.bwd(x + (self.temp(0, x) if multi else 0) + self.temp(1, x) + self.temp(3, x))
+            self.bwd(x + (self.temp(CAT_SLOT, x) if multi else 0) + self.temp(ACT_SLOT, x)
+                     + self.temp(GRAD_SLOT, x))
             return vec
         self.keep(_Tensor(x) if multi else xs[0])
         self.fwd(2 * x)
@@ -341,24 +344,22 @@ class _Walk:
         return out
 
     def section(self, ops, xs):
-        """A stem, transition or head (lower._Lowering.section): lean units where it makes
-        them, plain ops (after concatenating xs) elsewhere."""
+        """A stem, transition or head: lean units where fuse.py makes them (its `match`),
+        plain ops (after concatenating xs) elsewhere."""
         j = 0
         while j < len(ops):
-            op, nxt = ops[j], ops[j + 1:j + 3]
-            bn_relu = (op.kind == "bn" and len(op.in_shape) == 3 and len(nxt) == 2
-                       and nxt[0].kind == "relu")
+            op, m = ops[j], match(ops[j:j + 4])
             hw = math.prod(op.in_shape[1:]) if len(op.in_shape) == 3 else 1
-            if bn_relu and nxt[1].kind == "conv" and nxt[1].stride == (1, 1) and not nxt[1].bias:
-                drop = ops[j + 3].p if j + 3 < len(ops) and ops[j + 3].kind == "dropout" else 0
-                w = KINDS["conv"].largest(nxt[1])
+            if m and m.unit == CONV_UNIT:
+                conv = ops[j + 2]
+                w = KINDS["conv"].largest(conv)
                 self.param(w)
-                xs = [self.conv_unit(xs, hw, nxt[1].out_shape[0], drop, w, keep_out=False)]
-                j += 4 if drop else 3
+                xs = [self.conv_unit(xs, hw, conv.out_shape[0], m.p, w, keep_out=False)]
+                j += m.length
                 continue
-            if bn_relu and nxt[1].kind == "gpool":
+            if m:
                 xs = [self.pool_unit(xs, hw)]
-                j += 3
+                j += m.length
                 continue
             if len(xs) > 1:
                 xs = [_Tensor(sum(t.bytes for t in xs))]

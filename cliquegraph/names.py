@@ -16,6 +16,9 @@ from __future__ import annotations
 STEM, CLASSIFIER = "stem", "classifier"
 HEAD = "head"            # the summary's part made of every head{s} and the classifier
 INPUT, INPUT_NHWC, SCALES = "x", "x_nhwc", "scales"   # fx nodes outside any block
+DROPOUT = "dropout"      # a block's dropout module (no state; gone once fused)
+# the lean units' CPU scratch slots (units.py; estimate.py counts them by these names)
+CAT_SLOT, ACT_SLOT, UNIFORMS_SLOT, GRAD_SLOT = "cat", "act", "uniforms", "grad"
 
 
 # ---- modules and parameters (state_dict keys) -------------------------------------------------
@@ -89,6 +92,16 @@ def value_node(b: int, i: int, stage: int) -> str:
 def update_weights_node(b: int, i: int, stage: int) -> str:
     """The W_li of one update, concatenated along their input channels."""
     return node(block_tag(b), "w", value(i, stage))
+
+
+def input_node(b: int, i: int, stage: int) -> str:
+    """An update's inputs concatenated (before fuse.py lets its unit read them apart)."""
+    return node(block_tag(b), "in", value(i, stage))
+
+
+def unit_op_node(name: str, kind: str) -> str:
+    """An op of the unit whose output is the node `name`, before fusing: b1_x3_s2_relu."""
+    return node(name, kind)
 
 
 def mid_node(b: int, i: int, stage: int) -> str:

@@ -1,6 +1,6 @@
-"""The unit g of a clique update, BN -> ReLU -> conv (-> dropout), as one module that reads
-the shared (concatenated) weights as an argument; BN -> ReLU -> global pool for heads; and the
-network's dropout.
+"""The lean units fuse.py puts in place of the lowered chains BN -> ReLU -> conv (-> dropout)
+(the unit g of a clique update, reading the shared, concatenated weights as an argument, and a
+transition's BN-ReLU-conv) and BN -> ReLU -> global pool (heads); and the network's dropout.
 
 In training each unit runs as one autograd Function written for this machine's costs:
 
@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .names import ACT_SLOT, CAT_SLOT, GRAD_SLOT, UNIFORMS_SLOT
+
 
 class _Scratch(threading.local):
     """Reusable full-size CPU buffers for temporaries that never leave a unit: the
@@ -36,7 +38,7 @@ class _Scratch(threading.local):
     def __init__(self):
         self.buffers = {}
 
-    def get(self, slot: int, like_shape, dtype, device, channels_last: bool):
+    def get(self, slot: str, like_shape, dtype, device, channels_last: bool):
         n = math.prod(like_shape)
         key = (slot, dtype, device)
         buf = self.buffers.get(key)
@@ -57,7 +59,7 @@ def release_scratch():
     _scratch.buffers.clear()
 
 
-def _buffer(slot: int, shape, dtype, device, nhwc: bool = False):
+def _buffer(slot: str, shape, dtype, device, nhwc: bool = False):
     """An uninitialised tensor: a view of this thread's scratch on CPU, else a fresh one."""
     if device.type == "cpu" and not torch.compiler.is_compiling():
         return _scratch.get(slot, shape, dtype, device, nhwc)
@@ -84,19 +86,19 @@ def _like(x, slot):
 
 class _BNReLUConv(torch.autograd.Function):
     """dropout(g(cat(xs))) with BN batch statistics; backward recomputes BN-ReLU (and, when
-    `keep_cat` is false, the concatenation too) from what the network holds anyway.
+    `memory_efficient`, the concatenation too) from what the network holds anyway.
 
-    Few full-size tensors are allocated: with `keep_cat` false forward concatenates into
+    Few full-size tensors are allocated: with `memory_efficient` forward concatenates into
     scratch and writes BN-ReLU over it; backward recomputes both into scratch, then writes the
     ReLU mask and BN's input gradient over the conv's input gradient (the inputs' gradients
     are views of it). Dropout masks the conv's output in place and keeps its bool mask."""
 
     @staticmethod
     def forward(ctx, weight, bias, w, running_mean, running_var, momentum, eps, padding,
-                keep_cat, p, *xs):
-        scratch = len(xs) > 1 and not keep_cat  # x is this call's scratch: overwrite it
+                memory_efficient, p, *xs):
+        scratch = len(xs) > 1 and memory_efficient  # x is this call's scratch: overwrite it
         if scratch:
-            x = _cat(xs, 0)
+            x = _cat(xs, CAT_SLOT)
         else:
             x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
         mean, invstd = _batch_stats(x, running_mean, running_var, momentum, eps)
@@ -116,8 +118,8 @@ class _BNReLUConv(torch.autograd.Function):
         weight, bias, w, mean, invstd, drop, *saved = ctx.saved_tensors
         if drop is not None:
             grad_out = torch.where(drop, 0.0, grad_out).mul_(_scale(ctx.p))
-        x = _cat(saved, 0) if len(saved) > 1 else saved[0]
-        h = _affine_relu(x, weight, bias, mean, invstd, out=_like(x, 1))  # recomputed
+        x = _cat(saved, CAT_SLOT) if len(saved) > 1 else saved[0]
+        h = _affine_relu(x, weight, bias, mean, invstd, out=_like(x, ACT_SLOT))  # recomputed
         grad_h, grad_w, _ = torch.ops.aten.convolution_backward(
             grad_out, h, w, None, [1, 1], list(ctx.padding), [1, 1], False, [0, 0], 1,
             [True, True, False])
@@ -178,15 +180,18 @@ class BNReLUConv(nn.BatchNorm2d):
     the dropout that follows it (p = `dropout`; none when 0).
 
     It is a BatchNorm2d (same parameters, buffers and state_dict keys). `padding` is the
-    conv's; with `keep_cat=False` backward recomputes the concatenation instead of keeping it
-    (the memory-efficient form: an update then holds nothing the network does not)."""
+    conv's; with `memory_efficient` backward recomputes the concatenation instead of keeping
+    it (an update then holds nothing the network does not)."""
 
-    def __init__(self, channels: int, padding=(0, 0), keep_cat=True, dropout: float = 0.0):
+    def __init__(self, channels: int, padding=(0, 0), memory_efficient: bool = True,
+                 dropout: float = 0.0):
         super().__init__(channels)
-        self.padding, self.keep_cat, self.dropout = tuple(padding), keep_cat, float(dropout)
+        self.padding, self.memory_efficient = tuple(padding), bool(memory_efficient)
+        self.dropout = float(dropout)
 
     def extra_repr(self):
-        return (super().extra_repr() + f", padding={self.padding}, keep_cat={self.keep_cat}"
+        return (super().extra_repr() + f", padding={self.padding}, "
+                f"memory_efficient={self.memory_efficient}"
                 + (f", dropout={self.dropout}" if self.dropout else ""))
 
     def forward(self, w, *xs):
@@ -196,7 +201,7 @@ class BNReLUConv(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
             return _BNReLUConv.apply(self.weight, self.bias, w, self.running_mean,
                                      self.running_var, self.momentum, self.eps, self.padding,
-                                     self.keep_cat, self.dropout, *xs)
+                                     self.memory_efficient, self.dropout, *xs)
         x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
         y = F.conv2d(torch.relu(super().forward(x)), w, None, 1, self.padding)
         return dropout(y, self.dropout, self.training)
@@ -208,9 +213,10 @@ class _BNReLUPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight, bias, running_mean, running_var, momentum, eps, *xs):
-        x = _cat(xs, 0) if len(xs) > 1 else xs[0]
+        x = _cat(xs, CAT_SLOT) if len(xs) > 1 else xs[0]
         mean, invstd = _batch_stats(x, running_mean, running_var, momentum, eps)
-        h = _affine_relu(x, weight, bias, mean, invstd, out=x if len(xs) > 1 else _like(x, 1))
+        h = _affine_relu(x, weight, bias, mean, invstd,
+                         out=x if len(xs) > 1 else _like(x, ACT_SLOT))
         out = h.mean((2, 3))
         ctx.save_for_backward(weight, bias, mean, invstd, *xs)
         ctx.eps, ctx.widths = eps, [t.shape[1] for t in xs]
@@ -219,11 +225,11 @@ class _BNReLUPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         weight, bias, mean, invstd, *xs = ctx.saved_tensors
-        x = _cat(xs, 0) if len(xs) > 1 else xs[0]
-        h = _affine_relu(x, weight, bias, mean, invstd, out=_like(x, 1))
+        x = _cat(xs, CAT_SLOT) if len(xs) > 1 else xs[0]
+        h = _affine_relu(x, weight, bias, mean, invstd, out=_like(x, ACT_SLOT))
         grad_h = (grad_out / (x.shape[2] * x.shape[3]))[:, :, None, None].expand_as(h)
         grad_z = torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0,
-                                                              grad_input=_like(x, 3))
+                                                              grad_input=_like(x, GRAD_SLOT))
         grad_xs, grad_weight, grad_bias = _bn_backward_split(grad_z, x, weight, mean, invstd,
                                                              ctx.eps, ctx.widths, reuse=False)
         return grad_weight, grad_bias, None, None, None, None, *grad_xs
@@ -270,7 +276,7 @@ def _drop_mask(x, p: float):
     f32 = torch.float32  # uniforms in fp32 even for bf16/fp16 x: P(keep) stays 1 - p
     if x.dim() == 4:  # uniforms in NHWC order (x's own when channels_last): no reorder
         b, c, h, w = x.shape
-        u = _buffer(2, (b, h, w, c), f32, x.device).uniform_().permute(0, 3, 1, 2)
+        u = _buffer(UNIFORMS_SLOT, (b, h, w, c), f32, x.device).uniform_().permute(0, 3, 1, 2)
     else:
         u = torch.rand(x.shape, dtype=f32, device=x.device)
     return u < p
