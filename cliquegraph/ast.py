@@ -111,8 +111,8 @@ Expr = Union[Num, Dims, Bool, Name, List, Call, BinOp, Unary, IfElse, EdgeList]
 
 @dataclass(frozen=True)
 class Attr:
-    """A block attribute: layers, width, topology, stages, steps, feature, transit, bottleneck,
-    bn, dropout, kernel. Its value is an expression."""
+    """A block attribute (a name of attrs.ATTRS: layers, width, ...). Its value is an
+    expression."""
     name: str
     value: Expr
     pos: Optional[Pos] = _pos()

@@ -14,6 +14,7 @@ import re
 import networkx as nx
 
 from . import ast, ir, names, ops, topology
+from .attrs import ATTRS, REQUIRED
 from .errors import SpecError, did_you_mean, error_at
 from .load import inline, lineage, load
 from .parse import parse_value
@@ -22,8 +23,6 @@ from .values import (MAX_ITEMS, SYMBOLS, Dims, Edges, Evaluator, Generator, Poli
 
 LIMITS = {"layers": 1000, "channels": 65536, "stages": 16, "blocks": 64, "size": 16384,
           "kernel": 31, "params": 2_000_000_000}
-BLOCK_ATTRS = ("layers", "width", "topology", "stages", "steps", "feature", "transit",
-               "bottleneck", "bn", "dropout", "kernel")
 _STAGE = re.compile(r"stage(\d+)$")
 
 
@@ -250,13 +249,46 @@ class _OpRules:
 
     def prob(self, name):
         v, node = self._arg(name)
-        return self.b._prob(v, self.sp, node)
+        return self.b.prob(v, self.sp, node)
 
     def spatial(self, shape, kern, stride, padding, what):
         return self.b.spatial(shape, kern, stride, padding, self.sp, self.op, self.where, what)
 
     def err(self, msg, hint=None):
         return self.b.err(self.sp, self.op, msg, hint)
+
+
+class _AttrRules:
+    """What a block attribute's rule (attrs.Attr.resolve) may ask of the elaborator: checks of
+    its value, and errors at its place (the `blocks` statement for a default)."""
+
+    def __init__(self, builder, sp, node, block, blocks, shape):
+        # node: the ast.Attr, or the `blocks` statement for a default; errors point at the
+        # attribute's value
+        self.b, self.sp, self.node = builder, sp, node
+        self.where = getattr(node, "value", node)
+        self.block, self.blocks, self.shape = block, blocks, shape
+
+    def limit(self, name):
+        return LIMITS[name]
+
+    def whole(self, v, what, lo, hi=None):
+        return self.b.whole(v, self.sp, self.where, what, lo, hi)
+
+    def pair(self, v, what, lo, hi):
+        return self.b.pair(v, self.sp, self.where, what, lo, hi)
+
+    def prob(self, v):
+        return self.b.prob(v, self.sp, self.where)
+
+    def policy(self, what, v, stages):
+        return self.b.policy(what, (v, self.sp, self.node), stages)
+
+    def topology(self, v, got):
+        return self.b.topology(v, self.sp, self.node, self.block, self.shape[0], got)
+
+    def err(self, msg, hint=None):
+        return self.b.err(self.sp, self.where, msg, hint)
 
 
 class _Builder:
@@ -399,76 +431,36 @@ class _Builder:
                                    "value for all")
                 v = v[b - 1]
             vals[a.name] = (v, sp, a)
-        spec_of_blocks, blocks_node = blocks_stmt[1], blocks_stmt[0]
+        blocks_node, spec_of_blocks = blocks_stmt
+        if shape[0] > LIMITS["channels"]:
+            raise self.err(spec_of_blocks, blocks_node, f"block {b} input has {shape[0]} "
+                           f"channels, past the limit of {LIMITS['channels']}")
+        fields = {}
+        for attr in ATTRS.values():
+            if attr.name not in vals and attr.default is REQUIRED:
+                raise self.err(spec_of_blocks, blocks_node, f"blocks need `{attr.name}`")
+            v, sp, node = vals.get(attr.name, (attr.default, spec_of_blocks, blocks_node))
+            rules = _AttrRules(self, sp, node, b, n_blocks, tuple(shape))
+            fields.update(attr.resolve(rules, v, fields))
+        return ir.Block(index=b, in_shape=tuple(shape), **fields)
 
-        def get(name, default=None, required=False):
-            if name in vals:
-                return vals[name]
-            if required:
-                raise self.err(spec_of_blocks, blocks_node, f"blocks need `{name}`")
-            return (default, spec_of_blocks, blocks_node)
-
-        v, sp, node = get("layers", required=True)
-        n = self.whole(v, sp, node.value, "layers", 1, LIMITS["layers"])
-        v, sp, node = get("width", required=True)
-        k = self.whole(v, sp, node.value, "width", 1, LIMITS["channels"])
-        v, sp, node = get("stages", 2)
-        stages = self.whole(v, sp, getattr(node, "value", node), "stages", 1, LIMITS["stages"])
-        v, sp, node = get("steps", Sym("all"))
-        if v == Sym("all"):
-            steps = None
-        else:
-            steps = self.whole(v, sp, node.value, "steps", 0)
-            if steps > n:
-                raise self.err(sp, node.value, f"steps {steps} is more than the block's {n} "
-                               "layers", "steps counts the last stage's updates: 0..layers")
-            if stages == 1 and steps != n:
-                raise self.err(sp, node.value, "steps cuts the last alternate-update stage; "
-                               "with stages 1 there is none", "use stages 2 or more")
-            if steps == n:
-                steps = None
-        v, sp, node = get("kernel", 3)
-        kern = self.pair(v, sp, getattr(node, "value", node), "kernel", 1, LIMITS["kernel"])
-        v, sp, node = get("bottleneck", Sym("none"))
-        if v in (Sym("none"), False, 0):
-            mid = None
-        else:
-            mid = self.whole(v, sp, node.value, "bottleneck width", 1, LIMITS["channels"])
-        v, sp, node = get("bn", Sym("per_stage"))
-        if v not in (Sym("per_stage"), Sym("shared")):
-            raise self.err(sp, node.value, f"bn is per_stage or shared, got {show(v)}")
-        bn = v.name
-        v, sp, node = get("dropout", 0.0)
-        dropout = self._prob(v, sp, getattr(node, "value", node))
-        feature = self.policy("feature", get("feature", Policy(("x0", "last"))), stages)
-        transit = self.policy("transit", get("transit", Policy(("last",))), stages)
-        if not transit and b < n_blocks:
-            v, sp, node = get("transit")
-            raise self.err(sp, getattr(node, "value", node),
-                           f"block {b} sends nothing to the next block (transit none)")
-        c0 = shape[0]
-        if c0 > LIMITS["channels"]:
-            raise self.err(spec_of_blocks, blocks_node,
-                           f"block {b} input has {c0} channels, past the limit of "
-                           f"{LIMITS['channels']}")
-        v, sp, node = get("topology", Sym("clique"))
+    def topology(self, v, sp, node, b, c0, got):
+        """The block graph (and the topology's name) of block b from its attributes."""
+        n, where = got["layers"], getattr(node, "value", node)
         edges, topo_name = self.edges(v, sp, node, n)
         self.n_edges += len(edges)
         if self.n_edges > topology.MAX_EDGES:
-            raise self.err(sp, getattr(node, "value", node),
-                           f"with block {b} the network has {self.n_edges:,} W_ij, past the "
-                           f"limit of {topology.MAX_EDGES:,}")
-        graph = topology.block_graph(edges, n, c0, k, kern, mid)
+            raise self.err(sp, where, f"with block {b} the network has {self.n_edges:,} W_ij, "
+                           f"past the limit of {topology.MAX_EDGES:,}")
+        graph = topology.block_graph(edges, n, c0, got["width"], got["kernel"],
+                                     got["bottleneck"])
         for i in range(1, n + 1):
             if not topology.stage1_inputs(graph, i):
-                raise self.err(sp, getattr(node, "value", node),
-                               f"in block {b}, layer X_{i} has no input in Stage I",
+                raise self.err(sp, where, f"in block {b}, layer X_{i} has no input in Stage I",
                                f"give it an edge from X_0..X_{i - 1}, e.g. {i - 1} -> {i}")
-        return ir.Block(index=b, graph=graph, layers=n, width=k, in_shape=tuple(shape),
-                        topology=topo_name, stages=stages, steps=steps, feature=feature,
-                        transit=transit, bottleneck=mid, kernel=kern, bn=bn, dropout=dropout)
+        return {"graph": graph, "topology": topo_name}
 
-    def _prob(self, v, sp, node):
+    def prob(self, v, sp, node):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
             raise self.err(sp, node, f"dropout is a probability in [0, 1), got {show(v)}")
         return float(v)

@@ -16,6 +16,7 @@ import lark
 from lark import Transformer, v_args
 
 from . import ast, ops
+from .attrs import ATTRS
 from .errors import SpecError, did_you_mean
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a page of text; 1 MiB is already absurd
@@ -31,9 +32,10 @@ def _parser() -> lark.Lark:
 
 @functools.lru_cache(maxsize=1)
 def keywords() -> frozenset:
-    """The words the grammar spells out (`layers`, `conv`, `stride`, `else`, ...)."""
+    """The words the grammar spells out (`conv`, `stride`, `else`, ...) and the block
+    attributes' names (`layers`), which start a statement as keywords do."""
     return frozenset(t.pattern.value for t in _parser().terminals
-                     if t.pattern.type == "str" and t.pattern.value.isidentifier())
+                     if t.pattern.type == "str" and t.pattern.value.isidentifier()) | set(ATTRS)
 
 
 def grammar_text() -> str:
@@ -145,6 +147,7 @@ def _check_nesting(text: str, path: str) -> None:
 _TOKEN_WORDS = {
     "NAME": "a name", "NUMBER": "a number", "DIMS": "a size like 3x3", "STRING": 'a "path"',
     "CMP": "a comparison", "ARROW": "-> or <->", "$END": "end of file",
+    "ATTR": "a block attribute (" + ", ".join(ATTRS) + ")",
 }
 
 
@@ -234,6 +237,8 @@ def _syntax_error(exc, text, path) -> SpecError:
     else:  # UnexpectedEOF
         msg = "unexpected end of file"
         expected = getattr(exc, "expected", [])
+    if expected and {"NAME", "BN", "DROPOUT"} <= set(expected):  # where a block attribute goes
+        expected = [e for e in expected if e not in ("NAME", "BN", "DROPOUT")] + ["ATTR"]
     hint = f"expected {_describe(expected)}" if expected else None
     if isinstance(exc, lark.exceptions.UnexpectedToken) and exc.token.type == "NAME":
         terms = {t.name: t.pattern.value for t in _parser().terminals if t.pattern.type == "str"}
@@ -308,23 +313,16 @@ class _ToAst(Transformer):
         return ast.Blocks(c[0], c[1], _pos(meta))
 
     # -- block attributes
-    def _attr(name):
-        def method(self, meta, c):
-            return ast.Attr(name, c[0], _pos(meta))
-        return method
+    def attrname(self, meta, c):
+        return c[0]
 
-    layers = _attr("layers")
-    width = _attr("width")
-    topology = _attr("topology")
-    stages = _attr("stages")
-    steps = _attr("steps")
-    feature = _attr("feature")
-    transit = _attr("transit")
-    bottleneck = _attr("bottleneck")
-    bnmode = _attr("bn")
-    dropout = _attr("dropout")
-    kernel = _attr("kernel")
-    del _attr
+    def attr(self, meta, c):
+        name = str(c[0])
+        if name not in ATTRS:  # as the parser says of a misspelt keyword
+            raise self.error(f"unexpected {name!r}", c[0],
+                             did_you_mean(name, list(ATTRS))
+                             or f"a block attribute is one of {', '.join(ATTRS)}")
+        return ast.Attr(name, c[1], _pos(meta))
 
     def edgelist(self, meta, c):
         return ast.EdgeList(tuple(e for e in c if e is not None), _pos(meta))
