@@ -48,9 +48,12 @@ def conv_shapes(net) -> list:
 
     def ops(section):
         for op in section:
-            if op.kind in ("conv", "fc"):
+            if op.kind == "conv":
                 out.append((op.kind, tuple(op.in_shape), op.out_shape[0], tuple(op.kernel),
                             tuple(op.stride), tuple(op.padding), op.bias))
+            elif op.kind == "fc":  # as a 1x1 conv with bias
+                out.append((op.kind, tuple(op.in_shape), op.out_shape[0], (1, 1), (1, 1),
+                            (0, 0), True))
 
     for part in ir.parts(net):
         if part.kind != "block":

@@ -547,7 +547,7 @@ class _Builder:
             raise self.err(sp, op, f"{op.kind} needs a feature map, but `pool global` already "
                            "made a vector")
         kind, out, fields = syntax.resolve(_OpRules(self, op, sp, shape, where), shape)
-        return ir.Op(kind, shape, out, **fields)
+        return ops.node(kind, shape, out, **fields)
 
     def spatial(self, shape, kern, stride, padding, sp, op, where, what):
         hw = []

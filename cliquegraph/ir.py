@@ -15,27 +15,10 @@ from typing import Optional
 
 import networkx as nx
 
-from . import names, ops
+from . import names
+from .ops import Op  # the IR of an op: one small dataclass per family, defined by the op table
 
-
-@dataclass(frozen=True)
-class Op:
-    """A resolved op of a stem, transition or head.
-
-    kind: a kind of the op table (ops.KINDS), which defines what the fields mean to it.
-    Shapes are (C, H, W) for maps and (C,) for vectors (after `pool global`)."""
-    kind: str
-    in_shape: tuple
-    out_shape: tuple
-    kernel: tuple = (1, 1)
-    stride: tuple = (1, 1)
-    padding: tuple = (0, 0)
-    bias: bool = False
-    p: float = 0.0          # dropout
-    hidden: int = 0         # se: width of the squeeze
-
-    def params(self) -> int:
-        return ops.KINDS[self.kind].params(self)
+__all__ = ["Op", "Block", "Network", "Part", "parts"]
 
 
 @dataclass(frozen=True)

@@ -70,12 +70,12 @@ class _Lowering:
         The last node is `name`, the others `name` with their op's kind."""
         if not hasattr(mod, unit_name):
             mod.add_module(unit_name, nn.BatchNorm2d(shape[0]))
-        chain = [(ir.Op("bn", shape, shape), "call_module", names.key(part, unit_name)),
-                 (ir.Op("relu", shape, shape), "call_function", torch.relu),
-                 (ir.Op("conv", shape, out, kernel=kernel, padding=padding), "call_function",
+        chain = [(ops.node("bn", shape, shape), "call_module", names.key(part, unit_name)),
+                 (ops.node("relu", shape, shape), "call_function", torch.relu),
+                 (ops.node("conv", shape, out, kernel=kernel, padding=padding), "call_function",
                   torch.conv2d)]
         if dropout:
-            drop = ir.Op("dropout", out, out, p=dropout)
+            drop = ops.node("dropout", out, out, p=dropout)
             if not hasattr(mod, names.DROPOUT):
                 mod.add_module(names.DROPOUT, op_module(drop))
             chain.append((drop, "call_module", names.key(part, names.DROPOUT)))

@@ -38,12 +38,58 @@ torch, nn, F = _Later("torch"), _Later("torch.nn"), _Later("torch.nn.functional"
 units = _Later(".units")
 
 
+# --- the IR of an op: the fields every op has, and one small dataclass per family -------------
+
+@dataclass(frozen=True)
+class Op:
+    """A resolved op of a stem, transition or head (`ir.Op`). kind: a kind of this table.
+    Shapes are (C, H, W) for maps and (C,) for vectors (after `pool global`). Kinds with
+    operands have their own subclass (`Kind.node`): Conv, Pool, Dropout, SE."""
+    kind: str
+    in_shape: tuple
+    out_shape: tuple
+
+    def params(self) -> int:
+        return KINDS[self.kind].params(self)
+
+
+@dataclass(frozen=True)
+class Conv(Op):
+    kernel: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    bias: bool = False
+
+
+@dataclass(frozen=True)
+class Pool(Op):
+    """maxpool and avgpool (gpool has no operands)."""
+    kernel: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+
+
+@dataclass(frozen=True)
+class Dropout(Op):
+    p: float = 0.0
+
+
+@dataclass(frozen=True)
+class SE(Op):
+    hidden: int = 0          # width of the squeeze
+
+
+def node(kind: str, in_shape, out_shape, **fields) -> Op:
+    """The IR op of `kind` (its dataclass is the table's)."""
+    return KINDS[kind].node(kind, tuple(in_shape), tuple(out_shape), **fields)
+
+
 @dataclass(frozen=True)
 class Syntax:
     """How an op is written. `parse(c, tf)` turns the rule's children into the AST op's args
     (tf, parse's transformer, gives `error(msg, token, hint)` and `token_name(token)`);
     `text(o, show)` is fmt's canonical line, show(e, atom=False, after_atom=False) printing an
-    operand; `resolve(r, shape)` returns the IR kind, output shape and ir.Op fields, asking `r`
+    operand; `resolve(r, shape)` returns the IR kind, output shape and its node's fields, asking `r`
     (elaborate's rules) for the operands.
     `on` is what the op accepts: a feature map, a vector (after `pool global`) or any."""
     word: str                      # the AST kind, and the first word of the op in a spec
@@ -67,6 +113,7 @@ class Kind:
     module: Callable
     reference: Callable
     label: Callable
+    node: type = Op                # its IR dataclass
     params: Callable = lambda op: 0
     largest: Callable = lambda op: 0
     prefix: bool = False           # drawn in front of the op it feeds: BN-ReLU-conv 1x1
@@ -198,7 +245,7 @@ def _se_resolve(r, shape):
 
 
 def _fc_resolve(r, shape):
-    return "fc", (r.whole("out", "fc width", 1, r.limit("channels") * 16),), dict(bias=True)
+    return "fc", (r.whole("out", "fc width", 1, r.limit("channels") * 16),), {}
 
 
 def _dropout_resolve(r, shape):
@@ -227,7 +274,7 @@ _TABLE = (
                                                op.padding),
          lambda op: (f"conv {'x'.join(map(str, op.kernel))}"
                      f"{f'/{op.stride[0]}' if op.stride[0] > 1 else ''} → {op.out_shape[0]}"),
-         params=_conv_params, largest=_conv_weight, saves="input"),
+         node=Conv, params=_conv_params, largest=_conv_weight, saves="input"),
     Kind("bn", Syntax("bn", "bn", **_word("bn")),
          lambda op: (nn.BatchNorm2d if len(op.in_shape) == 3 else nn.BatchNorm1d)(op.in_shape[0]),
          _bn_reference, lambda op: "BN", params=lambda op: 2 * op.in_shape[0],
@@ -237,19 +284,19 @@ _TABLE = (
     Kind("dropout", Syntax("dropout", "drop", resolve=_dropout_resolve, **_one("dropout", "p")),
          lambda op: units.Dropout(op.p),
          lambda op, get, x, training: units.dropout(x, op.p, training),
-         lambda op: f"dropout {op.p:g}", kept=1, draws=True),
+         lambda op: f"dropout {op.p:g}", node=Dropout, kept=1, draws=True),
     Kind("maxpool", _POOL, lambda op: nn.MaxPool2d(op.kernel, op.stride, op.padding),
          lambda op, get, x, training: F.max_pool2d(x, op.kernel, op.stride, op.padding),
-         _pool_label, saves="input", kept=8),
+         _pool_label, node=Pool, saves="input", kept=8),
     Kind("avgpool", _POOL, lambda op: nn.AvgPool2d(op.kernel, op.stride, op.padding),
          lambda op, get, x, training: F.avg_pool2d(x, op.kernel, op.stride, op.padding),
-         _pool_label),
+         _pool_label, node=Pool),
     Kind("gpool", _POOL, lambda op: units.GlobalAvgPool(),
          lambda op, get, x, training: x.mean((2, 3)), lambda op: "global avg pool"),
     Kind("se", Syntax("se", "se", resolve=_se_resolve, on="map",
                       **_one("se reduction", "reduction")),
          lambda op: units.SqueezeExcite(op.in_shape[0], op.hidden), _se_reference,
-         lambda op: f"SE {op.in_shape[0]}→{op.hidden}→{op.in_shape[0]}",
+         lambda op: f"SE {op.in_shape[0]}→{op.hidden}→{op.in_shape[0]}", node=SE,
          params=lambda op: 2 * op.in_shape[0] * op.hidden + op.hidden + op.in_shape[0],
          largest=lambda op: op.in_shape[0] * op.hidden, saves="input", scratch=True),
     Kind("fc", Syntax("fc", "fc", resolve=_fc_resolve, on="vector", **_one("fc", "out")),

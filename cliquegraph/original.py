@@ -211,7 +211,8 @@ def original_config(net) -> dict:
         _check_block(b, blocks[0])
 
     stem = net.stem
-    imagenet_stem = any(op.kind == "maxpool" or op.stride != (1, 1) for op in stem)
+    imagenet_stem = any(op.kind == "maxpool" or getattr(op, "stride", (1, 1)) != (1, 1)
+                        for op in stem)
     if imagenet_stem:
         ok = (_kinds(stem) == ["conv", "bn", "relu", "maxpool"]
               and (stem[0].kernel, stem[0].stride, stem[0].padding) == ((7, 7), (2, 2), (3, 3))

@@ -105,7 +105,7 @@ def test_a_chain_match_refuses_runs_plain_and_the_estimate_agrees(tmp_path):
 
 
 def test_match_reads_ir_ops():
-    from cliquegraph.ir import Op
+    from cliquegraph.ops import node as Op
     s = (8, 4, 4)
     bn, relu = Op("bn", s, s), Op("relu", s, s)
     conv = Op("conv", s, s, kernel=(3, 3), padding=(1, 1))
