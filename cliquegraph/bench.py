@@ -99,18 +99,17 @@ class ConvFloor(nn.Module):
 
 # ---- one variant, in this process (the worker) ----------------------------------------------
 
-def build_variant(variant: str, net, batch: int, memory_efficient: bool = True,
-                  overrides=None):
+def build_variant(variant: str, net, batch: int, memory_efficient: bool = True):
     """(module, whether the default lowering recomputes its concatenations) for a variant of
-    `net`, elaborated with `overrides`."""
+    `net`."""
     from .lower import build
     if variant == "default":
-        return build(net, overrides, memory_efficient=memory_efficient), memory_efficient
+        return build(net, memory_efficient=memory_efficient), memory_efficient
     if variant == ORIGINAL:
         return original_from_ir(net), False
     if variant == "naive":
         from .reference import NaiveNet
-        return NaiveNet(net, build(net, overrides)), False
+        return NaiveNet(net, build(net)), False
     if variant == FLOOR:
         return ConvFloor(net, batch), False
     raise ValueError(f"unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
@@ -149,11 +148,9 @@ def run_variant(job: dict) -> dict:
     threads = job.get("threads") or default_threads()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    overrides = job.get("overrides") or {}
-    net = elaborate(job["spec"], overrides)
+    net = elaborate(job["spec"], job.get("overrides") or {})
     batch, variant = job["batch"], job["variant"]
-    model, used_me = build_variant(variant, net, batch, job.get("memory_efficient", True),
-                                   overrides)
+    model, used_me = build_variant(variant, net, batch, job.get("memory_efficient", True))
     model = model.to(device).train()
     floor = variant == FLOOR
     x = torch.randn(batch, *net.input_shape, device=device)

@@ -40,10 +40,9 @@ class CheckpointError(UserError):
 def payload(gm) -> dict:
     """The checkpoint of a module cliquegraph.build made: exactly the spec text and params it
     was built from (its meta), never the spec file as it is now."""
-    built = gm.meta["cliquegraph"]
-    net = built["network"]
+    net = gm.meta["cliquegraph"]["network"]
     return {"format": FORMAT, "network": net.name, "spec_path": net.path,
-            "spec_text": net.text, "params": dict(built["params"]),
+            "spec_text": net.text, "params": dict(net.overrides),
             "state_dict": gm.state_dict()}
 
 
@@ -201,7 +200,7 @@ def network_of(obj: dict, path="<checkpoint>"):
 def rebuild(obj, path="<checkpoint>"):
     """The module a checkpoint describes, with its weights loaded."""
     from .lower import build
-    gm = build(network_of(obj, path), obj["params"])
+    gm = build(network_of(obj, path))
     load_state(gm, obj["state_dict"], path)
     return gm, gm.meta["cliquegraph"]["network"]
 

@@ -19,7 +19,7 @@ from .errors import SpecError, did_you_mean, error_at
 from .load import inline, lineage, load
 from .parse import parse_value
 from .values import (MAX_ITEMS, SYMBOLS, Dims, Edges, Evaluator, Generator, Policy, Sym,
-                     UnknownName, is_reserved, kind, show, size)
+                     UnknownName, as_text, is_reserved, kind, show, size)
 
 LIMITS = {"layers": 1000, "channels": 65536, "stages": 16, "blocks": 64, "size": 16384,
           "kernel": 31, "params": 2_000_000_000}
@@ -204,9 +204,10 @@ def elaborate(path, overrides=None, text=None, includes=True) -> ir.Network:
     for name in decls:  # resolve all, so every override is type-checked
         params(name)
     net = _Builder(main, chain, params).build()
-    # the text it was built from, includes inlined: a checkpoint keeps it and never re-reads
-    # a file that may have changed since
-    return dataclasses.replace(net, text=inline(chain))
+    # the text and overrides it was built from, includes inlined: a checkpoint keeps them and
+    # never re-reads a file that may have changed since
+    return dataclasses.replace(net, text=inline(chain), overrides=tuple(
+        (name, as_text(value)) for name, value in (overrides or {}).items()))
 
 
 def _no_nested_params(stmt, spec, inside=False):

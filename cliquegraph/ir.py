@@ -64,7 +64,7 @@ class Block:
 class Network:
     name: str
     path: str
-    text: str = field(repr=False)
+    text: str = field(repr=False)  # the spec text it was built from, includes inlined
     params: tuple              # resolved (name, value) in declaration order
     input_shape: tuple         # (C, H, W)
     stem: tuple                # Ops
@@ -74,6 +74,7 @@ class Network:
     head_scale: tuple          # per scale: Ops up to and including `pool global`
     head: tuple                # Ops on the concatenated vector
     graph: nx.DiGraph = field(compare=False, repr=False)  # stem -> blocks -> ... -> head
+    overrides: tuple = ()      # the (name, .clq text) it was built with, as --set gives them
 
     @property
     def outputs(self) -> int:

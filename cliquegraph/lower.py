@@ -204,16 +204,19 @@ def build(spec, /, overrides=None, *, channels_last: bool = True,
     """cliquegraph.build("specs/s3.clq", attention=False): the compiled network, the one way a
     module comes into being (the CLI, the runner, checkpoints and from_original call it).
 
-    spec: a .clq path, spec text, or a network elaborate() made from these same overrides.
+    spec: a .clq path, spec text, or a network elaborate() made (which holds its overrides).
     params and `overrides` (a dict: what --set and a checkpoint give; also the way to set a
     param named like one of build's keywords) override the spec's params as `--set` does: a
     Python value, or a str holding .clq text ("x0 + stage1", "[8, 12, 16, 8]").
     channels_last, memory_efficient and fused are lower's.
 
-    gm.meta["cliquegraph"] holds what a checkpoint keeps: the network (its self-contained
-    spec text included) and the overrides as .clq text."""
+    gm.meta["cliquegraph"]["network"] is the network, which holds what a checkpoint keeps:
+    its self-contained spec text and its overrides as .clq text."""
     given = {**(overrides or {}), **params}
     if isinstance(spec, ir.Network):
+        if given and {k: as_text(v) for k, v in given.items()} != dict(spec.overrides):
+            raise ValueError("build(network): the network is elaborated already, with "
+                             f"{dict(spec.overrides)}; elaborate it again with the overrides")
         net = spec
     elif isinstance(spec, str) and "{" in spec:  # a spec's text, not a file name
         net = elaborate("<spec>", given, text=spec, includes=False)
@@ -221,6 +224,5 @@ def build(spec, /, overrides=None, *, channels_last: bool = True,
         net = elaborate(spec, given)
     gm = lower(net, channels_last=channels_last, memory_efficient=memory_efficient,
                fused=fused)
-    gm.meta["cliquegraph"] = {"network": net,
-                              "params": {k: as_text(v) for k, v in given.items()}}
+    gm.meta["cliquegraph"] = {"network": net}
     return gm

@@ -447,3 +447,18 @@ def test_plain_training_path_equals_the_lean_one(tmp_path, monkeypatch):
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_the_network_holds_the_overrides_it_was_built_with(tmp_path):
+    """elaborate records its overrides as .clq text; build of an elaborated network refuses
+    other overrides (they would not be what was built), and a checkpoint keeps the network's."""
+    path = tiny_spec(tmp_path).read_text().replace("input 3x8x8", "param k = 3\n  input 3x8x8")
+    spec = tmp_path / "p.clq"
+    spec.write_text(path.replace("width 3", "width k"))
+    net = elaborate(spec, {"k": 4})
+    assert net.overrides == (("k", "4"),) and net.blocks[0].width == 4
+    gm = cliquegraph.build(net)
+    assert cliquegraph.build(net, k="4").meta["cliquegraph"]["network"] is net
+    with pytest.raises(ValueError, match="elaborated already"):
+        cliquegraph.build(net, k=5)
+    assert checkpoint.payload(gm)["params"] == {"k": "4"}

@@ -147,7 +147,7 @@ def _train(cfg: TrainConfig, world, device) -> Run:
     check_classes(train_set, net.outputs, net=net)
 
     torch.manual_seed(seed)  # the initial weights: the same on every process
-    gm = build(net, params, channels_last=cfg.channels_last,
+    gm = build(net, channels_last=cfg.channels_last,
                memory_efficient=cfg.memory_efficient)
     if state:
         checkpoint.load_state(gm, state["state_dict"], source)
