@@ -93,8 +93,142 @@ def train(cfg: TrainConfig) -> Run:
         distributed.teardown(clean)
 
 
+@dataclass
+class _Plan:
+    """What a run is, settled before anything is built: from the config, and from the run in
+    `out` when resuming."""
+    net: object
+    out: Path
+    state: dict | None                 # the checkpoint resumed from
+    source: Path | None                # its file
+    dataset: str
+    data_dir: str | None
+    seed: int
+    recipe: Recipe
+    batch: int                         # per process
+    amp: str
+    settings: dict                     # what a resume may change (resumes.jsonl)
+    resumed: dict | None               # the changes of this resume
+
+
 def _train(cfg: TrainConfig, world, device) -> Run:
     log = _Log(world.main)
+    plan = _plan(cfg, world, device, log)
+    net, out, state, source, recipe = plan.net, plan.out, plan.state, plan.source, plan.recipe
+    train_set = load(plan.dataset, plan.data_dir, input_shape=net.input_shape, train=True)
+    test_set = load(plan.dataset, plan.data_dir, input_shape=net.input_shape, train=False)
+    check_classes(train_set, net.outputs, net=net)
+
+    torch.manual_seed(plan.seed)  # the initial weights: the same on every process
+    gm = build(net, channels_last=cfg.channels_last, memory_efficient=cfg.memory_efficient)
+    if state:
+        checkpoint.load_state(gm, state["state_dict"], source)
+    gm.to(device)
+    optimizer, scheduler, scaler = _optimizer(gm, plan, world, device, log)
+    metrics = list(state["metrics"]) if state else []
+    start = state["epoch"] if state else 0
+    model = gm
+    if world.size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            gm, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    batches = _Batches(train_set, plan.batch, world, device, plan.seed, cfg.workers)
+    test_batches = _Batches(test_set, plan.batch, world, device, plan.seed, cfg.workers,
+                            shuffle=False)
+    autocast = dict(device_type=device.type, enabled=plan.amp != "off",
+                    dtype=torch.float16 if plan.amp == "fp16" else torch.bfloat16)
+    progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+    base = checkpoint.payload(gm) if world.main else {}
+    base.update(dataset=plan.dataset, data_dir=plan.settings["data_dir"],
+                recipe=recipe.to_json(), seed=plan.seed, amp=plan.amp, settings=plan.settings)
+
+    log(f"{net.name} ({sum(p.numel() for p in gm.parameters()):,} params) on {plan.dataset}: "
+        f"{len(train_set):,} train / {len(test_set):,} test images, {device}"
+        + (f" x {world.size} processes" if world.size > 1 else "")
+        + (f", amp {plan.amp}" if plan.amp != "off" else "")
+        + (", compiled" if cfg.compile else "") + ("" if cfg.channels_last else ", NCHW"))
+    log(f"recipe: {describe(recipe)}")
+    if world.main:
+        try:
+            _write_files(out, recipe, metrics)
+            if plan.resumed is not None:
+                _record_resume(out, start, source, plan.resumed)
+        except OSError as err:
+            raise TrainError(f"cannot write to {out}: {err.strerror or err}") from None
+    if start:
+        log(f"resuming after epoch {start} from {source}" if start < recipe.epochs else
+            f"{source} has finished all {plural(recipe.epochs, 'epoch')}: nothing to do "
+            "(more with --epochs)")
+
+    for epoch in range(start + 1, recipe.epochs + 1):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        bar = (_bar(epoch, recipe.epochs, batches.count(epoch)) if progress and world.main
+               else None)
+        train_loss, seen = _train_epoch(model, optimizer, scaler, batches.epoch(epoch),
+                                        autocast, device, bar)
+        train_seconds = time.perf_counter() - t0
+        if not math.isfinite(train_loss):
+            raise TrainError(f"training diverged in epoch {epoch} (the loss is {train_loss}); "
+                             f"try a lower --lr than {lr:g}")
+        scheduler.step()
+        # Evaluation runs the bare module: the processes' shards of the test set may differ by
+        # a batch, and DDP's forward is a collective. Rank 0's BN statistics are broadcast
+        # first, so every process evaluates (and rank 0 saves) the same network.
+        distributed.sync_buffers(gm)
+        test = evaluate(gm, test_batches, autocast)
+        row = {"epoch": epoch, "train_loss": train_loss / seen, "test_loss": test["loss"],
+               "test_acc": test["accuracy"], "lr": lr,
+               "seconds": time.perf_counter() - t0,
+               "images_per_second": seen / train_seconds}
+        metrics.append(row)
+        log(f"epoch {epoch}/{recipe.epochs}  train loss {row['train_loss']:.4f}  test loss "
+            f"{row['test_loss']:.4f}  test acc {100 * row['test_acc']:.2f}%  lr {lr:g}  "
+            f"{row['seconds']:.1f}s  {row['images_per_second']:.0f} img/s")
+
+        ckpt = {**base, "state_dict": gm.state_dict(), "epoch": epoch, "metrics": metrics,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": {k: v for k, v in scheduler.state_dict().items()
+                              if k != "milestones"},  # from the recipe; a Counter besides
+                "scaler": scaler.state_dict(),
+                "rng": distributed.gather(_rng_state(device))}
+        _save_epoch(ckpt, plan, metrics, world, device)
+        if cfg.stop_after is not None and epoch >= cfg.stop_after and epoch < recipe.epochs:
+            log(f"stopping after epoch {epoch} (--stop-after); --resume continues")
+            break
+    if metrics:  # best.pt holds the latest of equally good epochs
+        top = max(reversed(metrics), key=lambda m: m["test_acc"])
+        log(f"best test accuracy {100 * top['test_acc']:.2f}% after epoch {top['epoch']} "
+            f"(best.pt); the run is in {out}")
+    return Run(gm, metrics, out)
+
+
+def _optimizer(gm, plan: _Plan, world, device, log):
+    """The recipe's SGD, its per-epoch lr schedule and the fp16 grad scaler, restored from the
+    checkpoint when resuming (with every process's RNG state)."""
+    recipe, state = plan.recipe, plan.state
+    optimizer = torch.optim.SGD(gm.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+    # Stepped once per epoch: milestones count epochs.
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones),
+                                                     gamma=recipe.gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=plan.amp == "fp16")
+    torch.manual_seed(_mix(plan.seed, 0, world.rank))  # dropout: a stream of its own per process
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _restore_rng(state["rng"], world, device, log)
+    return optimizer, scheduler, scaler
+
+
+def _plan(cfg: TrainConfig, world, device, log) -> _Plan:
+    """The run `cfg` asks for, checked against the run in its folder (when resuming) and
+    against the memory the machine has, before any data is read or module built."""
     net = elaborate(cfg.spec, cfg.params)
     if cfg.out is None and cfg.dataset is None:
         raise TrainError("which run? give --out DIR (or --train DATASET for the default folder)")
@@ -102,7 +236,6 @@ def _train(cfg: TrainConfig, world, device) -> Run:
     if world.main:
         _remove_stale_temps(out, log)
     state, source = _open_run(out, cfg.resume, log)
-    last = out / "last.pt"
 
     dataset = cfg.dataset or (state or {}).get("dataset")
     if dataset is None:
@@ -141,145 +274,58 @@ def _train(cfg: TrainConfig, world, device) -> Run:
     resumed = _resume_changes(state, source, net, seed, amp, settings, log) if state else None
     if resumed is not None and recipe.epochs != state["recipe"].get("epochs"):
         resumed["epochs"] = [state["recipe"].get("epochs"), recipe.epochs]
+    return _Plan(net, out, state, source, dataset, data_dir, seed, recipe, batch, amp,
+                 settings, resumed)
 
-    train_set = load(dataset, data_dir, input_shape=net.input_shape, train=True)
-    test_set = load(dataset, data_dir, input_shape=net.input_shape, train=False)
-    check_classes(train_set, net.outputs, net=net)
 
-    torch.manual_seed(seed)  # the initial weights: the same on every process
-    gm = build(net, channels_last=cfg.channels_last,
-               memory_efficient=cfg.memory_efficient)
-    if state:
-        checkpoint.load_state(gm, state["state_dict"], source)
-    gm.to(device)
-    optimizer = torch.optim.SGD(gm.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
-    # Stepped once per epoch: milestones count epochs.
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones),
-                                                     gamma=recipe.gamma)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    torch.manual_seed(_mix(seed, 0, world.rank))  # dropout: a stream of its own per process
-    metrics = []
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        _restore_rng(state["rng"], world, device, log)
-        metrics = list(state["metrics"])
-    start = state["epoch"] if state else 0
-
-    model = gm
-    if world.size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            gm, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        model = torch.compile(model)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-    batches = _Batches(train_set, batch, world, device, seed, cfg.workers)
-    test_batches = _Batches(test_set, batch, world, device, seed, cfg.workers,
-                            shuffle=False)
-    autocast = dict(device_type=device.type, enabled=amp != "off",
-                    dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
-    progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
-    base = checkpoint.payload(gm) if world.main else {}
-    base.update(dataset=dataset, data_dir=settings["data_dir"], recipe=recipe.to_json(),
-                seed=seed, amp=amp, settings=settings)
-
-    log(f"{net.name} ({sum(p.numel() for p in gm.parameters()):,} params) on {dataset}: "
-        f"{len(train_set):,} train / {len(test_set):,} test images, {device}"
-        + (f" x {world.size} processes" if world.size > 1 else "")
-        + (f", amp {amp}" if amp != "off" else "") + (", compiled" if cfg.compile else "")
-        + ("" if cfg.channels_last else ", NCHW"))
-    log(f"recipe: {describe(recipe)}")
-    if world.main:
-        try:
-            _write_files(out, recipe, metrics)
-            if resumed is not None:
-                _record_resume(out, start, source, resumed)
-        except OSError as err:
-            raise TrainError(f"cannot write to {out}: {err.strerror or err}") from None
-    if start:
-        log(f"resuming after epoch {start} from {source}" if start < recipe.epochs else
-            f"{source} has finished all {plural(recipe.epochs, 'epoch')}: nothing to do "
-            "(more with --epochs)")
-
-    for epoch in range(start + 1, recipe.epochs + 1):
-        t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        seen = 0
-        bar = _bar(epoch, recipe.epochs, batches.count(epoch)) if progress and world.main else None
-        for step, (x, y) in enumerate(batches.epoch(epoch)):
-            with torch.autocast(**autocast):
-                loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.detach() * len(y)
-            seen += len(y)
-            if bar is not None:
-                bar.update(len(y))
-                if step % 10 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
+def _train_epoch(model, optimizer, scaler, batches, autocast, device, bar):
+    """One pass over the training batches: (the loss summed over all processes' images,
+    how many images they saw)."""
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    seen = 0
+    for step, (x, y) in enumerate(batches):
+        with torch.autocast(**autocast):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.detach() * len(y)
+        seen += len(y)
         if bar is not None:
-            bar.close()
-        train_loss, seen = distributed.all_sum([loss_sum.item(), seen], device)
-        train_seconds = time.perf_counter() - t0
-        if not math.isfinite(train_loss):
-            raise TrainError(f"training diverged in epoch {epoch} (the loss is {train_loss}); "
-                             f"try a lower --lr than {lr:g}")
-        scheduler.step()
-        # Evaluation runs the bare module: the processes' shards of the test set may differ by
-        # a batch, and DDP's forward is a collective. Rank 0's BN statistics are broadcast
-        # first, so every process evaluates (and rank 0 saves) the same network.
-        distributed.sync_buffers(gm)
-        test = evaluate(gm, test_batches, autocast)
-        row = {"epoch": epoch, "train_loss": train_loss / seen, "test_loss": test["loss"],
-               "test_acc": test["accuracy"], "lr": lr,
-               "seconds": time.perf_counter() - t0,
-               "images_per_second": seen / train_seconds}
-        metrics.append(row)
-        log(f"epoch {epoch}/{recipe.epochs}  train loss {row['train_loss']:.4f}  test loss "
-            f"{row['test_loss']:.4f}  test acc {100 * row['test_acc']:.2f}%  lr {lr:g}  "
-            f"{row['seconds']:.1f}s  {row['images_per_second']:.0f} img/s")
+            bar.update(len(y))
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    if bar is not None:
+        bar.close()
+    return distributed.all_sum([loss_sum.item(), seen], device)
 
-        ckpt = {**base, "state_dict": gm.state_dict(), "epoch": epoch, "metrics": metrics,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": {k: v for k, v in scheduler.state_dict().items()
-                              if k != "milestones"},  # from the recipe; a Counter besides
-                "scaler": scaler.state_dict(),
-                "rng": distributed.gather(_rng_state(device))}
-        error = None
-        if world.main:
-            best = max(m["test_acc"] for m in metrics) == row["test_acc"]
-            try:  # best.pt first: a kill between the two redoes this epoch, rewriting both
-                if best:
-                    checkpoint.save_atomic(ckpt, out / "best.pt")
-                checkpoint.save_atomic(ckpt, last)
-                _write_files(out, recipe, metrics)
-            except (OSError, RuntimeError) as err:  # torch.save reports a full disk as Runtime
-                error = err
-        if not distributed.all_ok(error is None, device):
-            kept = (f"the checkpoint of epoch {epoch - 1} in "
-                    f"{last if last.is_file() else source} is intact" if epoch > 1
-                    else "no checkpoint was written")
-            reason = (f": {error.strerror or error}" if isinstance(error, OSError)
-                      else f": {error}" if error else " (on rank 0)")
-            raise TrainError(f"cannot write the checkpoint of epoch {epoch} to {out}{reason}; "
-                             f"{kept}. Free some space or fix the folder, then run the same "
-                             "command with --resume.")
-        if cfg.stop_after is not None and epoch >= cfg.stop_after and epoch < recipe.epochs:
-            log(f"stopping after epoch {epoch} (--stop-after); --resume continues")
-            break
-    if metrics:  # best.pt holds the latest of equally good epochs
-        top = max(reversed(metrics), key=lambda m: m["test_acc"])
-        log(f"best test accuracy {100 * top['test_acc']:.2f}% after epoch {top['epoch']} "
-            f"(best.pt); the run is in {out}")
-    return Run(gm, metrics, out)
+
+def _save_epoch(ckpt, plan: _Plan, metrics, world, device) -> None:
+    """Rank 0 writes the epoch's checkpoints (best.pt when it is the best so far, then
+    last.pt) and metrics; a failure anywhere stops every process with what is still intact."""
+    out, epoch = plan.out, ckpt["epoch"]
+    last = out / "last.pt"
+    error = None
+    if world.main:
+        best = max(m["test_acc"] for m in metrics) == metrics[-1]["test_acc"]
+        try:  # best.pt first: a kill between the two redoes this epoch, rewriting both
+            if best:
+                checkpoint.save_atomic(ckpt, out / "best.pt")
+            checkpoint.save_atomic(ckpt, last)
+            _write_files(out, plan.recipe, metrics)
+        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as Runtime
+            error = err
+    if not distributed.all_ok(error is None, device):
+        kept = (f"the checkpoint of epoch {epoch - 1} in "
+                f"{last if last.is_file() else plan.source} is intact" if epoch > 1
+                else "no checkpoint was written")
+        reason = (f": {error.strerror or error}" if isinstance(error, OSError)
+                  else f": {error}" if error else " (on rank 0)")
+        raise TrainError(f"cannot write the checkpoint of epoch {epoch} to {out}{reason}; "
+                         f"{kept}. Free some space or fix the folder, then run the same "
+                         "command with --resume.")
 
 
 @torch.no_grad()
