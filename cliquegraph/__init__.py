@@ -14,7 +14,7 @@ from .parse import parse, parse_file
 
 __version__ = "0.1.0"
 __all__ = ["SpecError", "elaborate", "count_params", "fmt", "parse", "parse_file", "build",
-           "from_original", "schedule"]
+           "from_original", "from_torchvision", "schedule"]
 
 
 def __getattr__(name):  # torch-side API, imported on first use
@@ -24,6 +24,9 @@ def __getattr__(name):  # torch-side API, imported on first use
     if name == "from_original":
         from .original import from_original
         return from_original
+    if name == "from_torchvision":
+        from .torchvision_weights import from_torchvision
+        return from_torchvision
     if name == "schedule":
         from .schedule import schedule
         return schedule

@@ -93,26 +93,7 @@ def read(path) -> dict:
     """A checkpoint's dict, checked: a readable torch file of plain data, our format, the
     fields a module needs, and a digest that matches. Anything else is a CheckpointError."""
     path = os.fspath(path)
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise CheckpointError(f"{path}: no such checkpoint file" if not os.path.lexists(path)
-                              else f"{path}: cannot read it ({exc.strerror})") from None
-    if not stat.S_ISREG(mode):
-        raise CheckpointError(f"{path}: not a checkpoint file (a "
-                              f"{'folder' if stat.S_ISDIR(mode) else 'special file'})")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(512)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read it ({exc.strerror})") from None
-    if not head.startswith(_ZIP_MAGIC):
-        raise CheckpointError(_not_a_checkpoint(path, head))
-    _check_records(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(_unreadable(path, exc)) from None
+    obj = read_torch_file(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cliquegraph checkpoint (written by "
                               "`cliquegraph compile --save` or the runner)")
@@ -129,6 +110,36 @@ def read(path) -> dict:
         raise CheckpointError(f"{path}: damaged: its content does not match the SHA-256 "
                               "digest written with it (bytes changed on disk or in a copy)")
     return obj
+
+
+def read_torch_file(path, what: str = "checkpoint"):
+    """What a file torch.save wrote holds, read safely: a regular file in torch's zip format
+    whose records are stored as torch writes them, unpickled with torch's weights-only loader
+    (tensors and plain data, never other Python objects). Anything else is a CheckpointError;
+    `what` names the kind of file expected in its message."""
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise CheckpointError(f"{path}: no such checkpoint file" if not os.path.lexists(path)
+                              else f"{path}: cannot read it ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{path}: not a {what} file (a "
+                              f"{'folder' if stat.S_ISDIR(mode) else 'special file'})")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror})") from None
+    if not head.startswith(_ZIP_MAGIC):
+        raise CheckpointError(_not_a_checkpoint(path, head) if what == "checkpoint" else
+                              f"{path}: not a {what} in torch's zip format (an old torch file? "
+                              "load it with the torch that wrote it and torch.save it again)")
+    _check_records(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise CheckpointError(_unreadable(path, exc)) from None
 
 
 def _check_records(path: str) -> None:

@@ -1,5 +1,5 @@
 """`cliquegraph compile SPEC [--set ...] [--summary table|json] [--batch B] [--code]
-[--save FILE]`, and `compile SPEC --train DATASET ...`, which runs the bundled trainer
+[--from-torchvision FILE.pth] [--save FILE]`, and `compile SPEC --train DATASET ...`, which runs the bundled trainer
 (cli/train.py). The summary ends with the training memory estimate (estimate.py) at batch B.
 Registered by cli/__init__.py; torch is imported only when the command runs."""
 
@@ -13,7 +13,8 @@ from .args import add_set, parse_sets, positive_int
 
 def register(sub):
     p = sub.add_parser("compile", usage="cliquegraph compile SPEC [--set NAME=VALUE] "
-                       "[--summary table|json] [--code] [--save FILE] [--train DATASET ...]",
+                       "[--summary table|json] [--code] [--from-torchvision FILE.pth] "
+                       "[--save FILE] [--train DATASET ...]",
                        help="compile a spec to a torch.fx GraphModule: summary, "
                        "code, saved weights (and --train DATASET to train it)")
     p.add_argument("spec", metavar="SPEC")
@@ -29,6 +30,9 @@ def register(sub):
     p.add_argument("--code", action="store_true", help="print the generated forward (gm.code)")
     p.add_argument("--save", metavar="FILE", help="save state_dict + spec text + params "
                    "(torch.load(FILE, weights_only=True) reads it)")
+    p.add_argument("--from-torchvision", metavar="FILE.pth",
+                   help="load a torchvision model's state_dict (as torch.save wrote it) into "
+                        "the compiled spec; with --save, a checkpoint of it")
     from .train import add_train_arguments
     add_train_arguments(p)  # --train DATASET: the bundled runner (cliquegraph train SPEC ...)
     p.set_defaults(func=run)
@@ -45,7 +49,18 @@ def run(args) -> int:
     from ..lower import build
     from ..summary import as_json, summarize, table
 
-    gm = build(args.spec, overrides)
+    if args.from_torchvision:
+        import torch
+        from ..torchvision_weights import from_torchvision
+        state_dict = checkpoint.read_torch_file(args.from_torchvision, "torchvision state_dict")
+        if not isinstance(state_dict, dict) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
+            raise checkpoint.CheckpointError(
+                f"{args.from_torchvision}: not a state_dict (a mapping of names to tensors, as "
+                "torchvision's model.state_dict() is)")
+        gm = from_torchvision(state_dict, args.spec, overrides)
+    else:
+        gm = build(args.spec, overrides)
     net = gm.meta["cliquegraph"]["network"]
     summary = args.summary or (None if (args.code or args.save) else "table")
     if summary:
