@@ -106,7 +106,9 @@ def test_k1024_t12_is_refused_at_once_without_building_anything():
     message, timing = r.stdout.strip().splitlines()
     seconds, torch_loaded = timing.split()
     assert torch_loaded == "False"  # nothing could have been allocated
-    assert float(seconds) < 1.0
+    # "at once" against the 200 s it trained before; about 0.5 s with the imports here, and
+    # over 1 s when the machine is busy: the bound is for a refusal that waits on nothing
+    assert float(seconds) < 5.0
     assert "6.0 GiB available" in message and "Not even batch 1 fits" in message
     assert "--ignore-memory-estimate" in message
 
