@@ -411,7 +411,7 @@ def test_ctrl_c_leaves_a_message_not_a_traceback(tiny, tmp_path):
         proc.kill()
         _, err = proc.communicate()
         pytest.fail(f"no exit 180 s after SIGINT; stderr:\n{err[-2000:]}")
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err[-3000:]
     assert "interrupted" in err and "Traceback" not in err
 
 
@@ -707,3 +707,26 @@ def test_a_compressed_checkpoint_is_refused_before_it_is_inflated(capsys, full_r
     assert bomb.stat().st_size < 1 << 20
     assert cli.main(["eval", str(bomb), "--device", "cpu"]) == 1
     assert "refusing to unpack it" in capsys.readouterr().err
+
+
+def test_an_interrupt_while_an_epoch_is_written_waits_for_the_files(tiny, tmp_path, monkeypatch):
+    """Ctrl-C during the checkpoint writes (here: sent from inside the first one) is held
+    until last.pt, best.pt and the metrics are whole, then stops the run; --resume goes on."""
+    from cliquegraph import checkpoint as ckpt_module
+    from cliquegraph.train import loop
+    real, sent = ckpt_module.save_atomic, []
+
+    def save_and_interrupt(obj, path):
+        if not sent:
+            sent.append(path)
+            os.kill(os.getpid(), signal.SIGINT)
+        real(obj, path)
+
+    monkeypatch.setattr(ckpt_module, "save_atomic", save_and_interrupt)
+    out = tmp_path / "run"
+    cfg = loop.TrainConfig(spec=tiny, dataset="digits", out=str(out), recipe={"epochs": 3})
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(cfg)
+    assert sent and (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert ckpt_module.read(out / "last.pt")["epoch"] == 1

@@ -18,11 +18,14 @@ moment loses at most the epoch in progress.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,9 +157,10 @@ def _train(cfg: TrainConfig, world, device) -> Run:
     log(f"recipe: {describe(recipe)}")
     if world.main:
         try:
-            _write_files(out, recipe, metrics)
-            if plan.resumed is not None:
-                _record_resume(out, start, source, plan.resumed)
+            with _interrupts_wait():
+                _write_files(out, recipe, metrics)
+                if plan.resumed is not None:
+                    _record_resume(out, start, source, plan.resumed)
         except OSError as err:
             raise TrainError(f"cannot write to {out}: {err.strerror or err}") from None
     if start:
@@ -311,10 +315,11 @@ def _save_epoch(ckpt, plan: _Plan, metrics, world, device) -> None:
     if world.main:
         best = max(m["test_acc"] for m in metrics) == metrics[-1]["test_acc"]
         try:  # best.pt first: a kill between the two redoes this epoch, rewriting both
-            if best:
-                checkpoint.save_atomic(ckpt, out / "best.pt")
-            checkpoint.save_atomic(ckpt, last)
-            _write_files(out, plan.recipe, metrics)
+            with _interrupts_wait():
+                if best:
+                    checkpoint.save_atomic(ckpt, out / "best.pt")
+                checkpoint.save_atomic(ckpt, last)
+                _write_files(out, plan.recipe, metrics)
         except (OSError, RuntimeError) as err:  # torch.save reports a full disk as Runtime
             error = err
     if not distributed.all_ok(error is None, device):
@@ -615,6 +620,27 @@ def _restore_rng(states, world, device, log):
     torch.set_rng_state(mine["cpu"])
     if device.type == "cuda" and mine["cuda"] is not None:
         torch.cuda.set_rng_state(mine["cuda"], device)
+
+
+@contextlib.contextmanager
+def _interrupts_wait():
+    """Ctrl-C (and SIGTERM) held back until the block is done, then delivered: an epoch's
+    files are written whole, and no interrupt lands inside an import (matplotlib's, on the
+    first plot), which Python turns into a RuntimeError or, in a C extension, an abort.
+    (A handler, not a signal mask: torch's threads would take a masked signal instead.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    held = {sig: signal.signal(sig, lambda s, frame: pending.append(s))
+            for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)
 
 
 def _write_files(out: Path, recipe: Recipe, metrics: list) -> None:
