@@ -112,10 +112,12 @@ Expr = Union[Num, Dims, Bool, Name, List, Call, BinOp, Unary, IfElse, EdgeList]
 @dataclass(frozen=True)
 class Attr:
     """A block attribute (a name of attrs.ATTRS: layers, width, ...). Its value is an
-    expression."""
+    expression, or for the attributes that hold ops (unit, shortcut, post) `ops`, the ops
+    written in braces (value is then None)."""
     name: str
-    value: Expr
+    value: Optional[Expr]
     pos: Optional[Pos] = _pos()
+    ops: Optional[tuple] = None
 
 
 @dataclass(frozen=True)

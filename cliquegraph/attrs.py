@@ -16,9 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from . import ir, ops
 from .values import Policy, Sym, show
 
 REQUIRED = object()
+# unit's and shortcut's default (None) is made from other attributes: BN-ReLU-conv from
+# kernel, bottleneck and dropout; conv 1x1 K stride S then bn
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Attr:
     name: str
     default: object
     resolve: Callable
+    ops: bool = False          # written `name { ops }` (resolve gets the ops, unresolved)
 
 
 def _steps(r, v, got):
@@ -54,6 +58,125 @@ def _bn(r, v, got):
     return {"bn": v.name}
 
 
+def _merge(r, v, got):
+    if v not in (Sym("cat"), Sym("add")):
+        raise r.err(f"merge is cat or add, got {show(v)}",
+                    "cat: a layer reads its inputs concatenated (CliqueNet, DenseNet); add: "
+                    "its unit's output plus its inputs (ResNet)")
+    return {"merge": v.name}
+
+
+# ops that act on each channel alone: before a unit's first conv they see the update's
+# inputs concatenated, and act on each input as on its own
+_PER_CHANNEL = {"bn", "relu", "relu6", "silu", "sigmoid", "hardswish", "hardsigmoid", "dropout"}
+
+
+def _default_unit(shape, k, kernel, bottleneck, p):
+    """BN-ReLU-conv(kernel) [dropout], or with a bottleneck BN-ReLU-conv 1x1 [dropout]
+    BN-ReLU-conv(kernel) [dropout]: what `unit` is when a spec does not write one."""
+    same = (kernel[0] // 2, kernel[1] // 2)
+
+    def brc(shape, out, kern, pad):
+        o = (out,) + shape[1:]
+        conv = ops.node("conv", shape, o, kernel=kern, padding=pad)
+        drop = (ops.node("dropout", o, o, p=p),) if p else ()
+        return [ops.node("bn", shape, shape), ops.node("relu", shape, shape), conv, *drop], o
+
+    chain, out = brc(shape, bottleneck or k, (1, 1) if bottleneck else kernel,
+                     (0, 0) if bottleneck else same)
+    if bottleneck:
+        more, _ = brc(out, k, kernel, same)
+        chain += more
+    return chain
+
+
+def _split(r, chain, what):
+    first = next((j for j, op in enumerate(chain) if op.kind == "conv"), None)
+    if first is None:
+        raise r.err(f"{what} has no conv", "a unit's first conv holds the W_ij, one per edge")
+    for op in chain[:first]:
+        if op.kind not in _PER_CHANNEL:
+            raise r.err(f"{what} has {op.kind} before its first conv", "before the first conv "
+                        "only per-channel ops (bn, activations, dropout): they see the update's "
+                        "inputs concatenated")
+    if getattr(chain[first], "groups", 1) != 1:
+        raise r.err(f"{what}'s first conv has groups {chain[first].groups}", "the first conv "
+                    "holds the W_ij, one per edge: group a later conv")
+    return ir.Unit(tuple(chain[:first]), chain[first], tuple(chain[first + 1:]))
+
+
+def _unit(r, v, got):
+    """The unit of the updates that read X_0 (at the block's input, with S the stride) and of
+    the others (at the layers' size, S = 1)."""
+    k, stride = got["width"], got["stride"]
+    given = [a for a in ("kernel", "bottleneck", "dropout") if r.written(a)]
+    if v is not None and given:
+        raise r.err(f"{', '.join(given)} shape the default unit; with `unit {{ ... }}` write "
+                    "them in the unit")
+
+    def resolve(shape, s, what):
+        chain = (_default_unit(shape, k, got["kernel"], got["bottleneck"], got["dropout"])
+                 if v is None else r.ops(v, shape, K=k, S=s, what=what))
+        u = _split(r, chain, what)
+        if u.out_shape[0] != k:
+            raise r.err(f"{what} ends with {u.out_shape[0]} channels, but the block's width "
+                        f"is {k}", "a unit's output is a layer X_i: end it with K channels")
+        return u
+
+    unit0 = resolve(r.shape, stride, f"block {r.block}'s unit")
+    layer = (k,) + unit0.out_shape[1:]
+    unit = resolve(layer, 1, f"block {r.block}'s unit (an update not reading X_0)")
+    if unit.out_shape != layer:
+        raise r.err(f"block {r.block}'s unit changes the layers' size {layer} to "
+                    f"{unit.out_shape} where S is 1", "stride its convs by S")
+    if stride == 1 and unit0.out_shape[1:] != r.shape[1:]:
+        raise r.err(f"block {r.block}'s unit changes the size of its input without a stride",
+                    "write `stride N` in the block and stride the unit's conv by S")
+    if [(op.kind, op.params()) for op in unit0.body] != \
+            [(op.kind, op.params()) for op in unit.body]:
+        raise r.err(f"block {r.block}'s unit after its first conv depends on its input",
+                    "every update of a layer runs the same ops after the first conv (their "
+                    "weights are the layer's)")
+    return {"unit": unit, "unit0": unit0}
+
+
+def _shortcut(r, v, got):
+    """merge add: the ops of an X_0 edge whose shape differs from the layers'."""
+    layer = (got["width"],) + got["unit0"].out_shape[1:]
+    if got["merge"] != "add" or tuple(r.shape) == layer:
+        return {"shortcut": ()}
+    what = f"block {r.block}'s shortcut"
+    if v is None:
+        c, hw = r.shape[0], layer[1:]
+        s = (got["stride"],) * 2
+        chain = (ops.node("conv", r.shape, (layer[0],) + hw, stride=s, padding=(0, 0)),
+                 ops.node("bn", layer, layer))
+    else:
+        chain = r.ops(v, r.shape, K=got["width"], S=got["stride"], what=what)
+    out = chain[-1].out_shape if chain else tuple(r.shape)
+    if out != layer:
+        raise r.err(f"{what} makes {out} of X_0 {tuple(r.shape)}, a layer is {layer}",
+                    "end it with K channels at the layers' size, e.g. conv 1x1 K stride S")
+    return {"shortcut": tuple(chain)}
+
+
+def _post(r, v, got):
+    layer = (got["width"],) + got["unit0"].out_shape[1:]
+    chain = r.ops(v, layer, K=got["width"], S=1, what=f"block {r.block}'s post")
+    for op in chain:
+        if op.kind not in _PER_CHANNEL or op.params():
+            raise r.err(f"post holds {op.kind}", "post is what follows the addition: "
+                        "activations or dropout")
+    return {"post": tuple(chain)}
+
+
+def _shortcut_from(r, v, got):
+    if v not in (Sym("input"), Sym("pre")):
+        raise r.err(f"shortcut_from is input or pre, got {show(v)}",
+                    "pre: the shortcut reads X_0 after the unit's ops before its first conv")
+    return {"shortcut_from": v.name}
+
+
 def _transit(r, v, got):
     transit = r.policy("transit", v, got["stages"])
     if not transit and r.block < r.blocks:
@@ -72,6 +195,12 @@ _TABLE = (
     Attr("bottleneck", Sym("none"), _bottleneck),
     Attr("bn", Sym("per_stage"), _bn),
     Attr("dropout", 0.0, lambda r, v, got: {"dropout": r.prob(v)}),
+    Attr("merge", Sym("cat"), _merge),
+    Attr("stride", 1, lambda r, v, got: {"stride": r.whole(v, "stride", 1, r.limit("kernel"))}),
+    Attr("unit", None, _unit, ops=True),
+    Attr("shortcut_from", Sym("input"), _shortcut_from),
+    Attr("shortcut", None, _shortcut, ops=True),
+    Attr("post", (), _post, ops=True),
     Attr("feature", Policy(("x0", "last")), lambda r, v, got: {
         "feature": r.policy("feature", v, got["stages"])}),
     Attr("transit", Policy(("last",)), _transit),

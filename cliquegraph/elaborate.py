@@ -229,7 +229,7 @@ class _OpRules:
 
     def _arg(self, name):
         node = self.op.arg(name)
-        return self.b.ev(node, self.sp, {"C": self.shape[0]}), node
+        return self.b.ev(node, self.sp, {**self.b.scope, "C": self.shape[0]}), node
 
     def has(self, name):
         return self.op.arg(name) is not None
@@ -263,12 +263,26 @@ class _AttrRules:
     """What a block attribute's rule (attrs.Attr.resolve) may ask of the elaborator: checks of
     its value, and errors at its place (the `blocks` statement for a default)."""
 
-    def __init__(self, builder, sp, node, block, blocks, shape):
+    def __init__(self, builder, sp, node, block, blocks, shape, written):
         # node: the ast.Attr, or the `blocks` statement for a default; errors point at the
         # attribute's value
         self.b, self.sp, self.node = builder, sp, node
-        self.where = getattr(node, "value", node)
-        self.block, self.blocks, self.shape = block, blocks, shape
+        self.where = getattr(node, "value", None) or node
+        self.block, self.blocks, self.shape, self._written = block, blocks, shape, written
+
+    def written(self, name) -> bool:
+        """Whether the spec gives attribute `name` (a default is not written)."""
+        return name in self._written
+
+    def ops(self, body, shape, *, K, S, what):
+        """The ops written in an attribute's braces, resolved from `shape` with K (the
+        block's width) and S (the update's stride) as names."""
+        scope = self.b.scope
+        self.b.scope = {**scope, "K": K, "S": S}
+        try:
+            return self.b.ops(self.sp, body, shape, what)[0]
+        finally:
+            self.b.scope = scope
 
     def limit(self, name):
         return LIMITS[name]
@@ -296,10 +310,14 @@ class _Builder:
     def __init__(self, main, lineage, params):
         self.main, self.lineage, self.params = main, lineage, params
         self.n_edges = 0  # W_ij of the blocks built so far: the limit is for the whole network
+        # the names a block's attributes and ops may read beyond the params: B (the block's
+        # number; in a transition, the block before it), and in a unit K and S
+        self.scope = {}
 
     # evaluation helpers -------------------------------------------------------------------
     def ev(self, expr, spec, extra=None):
         lookup = self.params
+        extra = {**self.scope, **(extra or {})}
         if extra:
             def lookup(name, _extra=extra):
                 return _extra[name] if name in _extra else self.params(name)
@@ -376,15 +394,17 @@ class _Builder:
         n_blocks = self.block_count(count, attrs, blocks_stmt)
         blocks, transitions = [], []
         for b in range(1, n_blocks + 1):
+            self.scope = {"B": b}
             block = self.block(b, n_blocks, attrs, shape, blocks_stmt)
             blocks.append(block)
             if b < n_blocks:
                 if trans is None:
                     raise self.err(blocks_stmt[1], blocks_stmt[0],
                                    "several blocks need a `transition { ... }` between them")
-                t_in = (block.transit_channels,) + shape[1:]
+                t_in = (block.transit_channels,) + block.hw
                 ops, shape = self.ops(trans[1], trans[0].ops, t_in, f"transition {b}")
                 transitions.append(ops)
+        self.scope = {}
         scales, head_scale, head_ops = self.head(*head, blocks)
         net = ir.Network(
             name=self.main.name, path=self.lineage[-1][1].path, text=self.lineage[-1][1].text,
@@ -413,8 +433,8 @@ class _Builder:
         if count is not None:
             return self.whole(self.ev(*count), count[1], count[0], "block count", 1,
                               LIMITS["blocks"])
-        lengths = {len(v) for a, sp in attrs for v in [self.ev(a.value, sp)]
-                   if isinstance(v, tuple)}
+        lengths = {len(v) for a, sp in attrs if a.ops is None
+                   for v in [self.ev(a.value, sp, {"B": 1})] if isinstance(v, tuple)}
         if len(lengths) == 1:
             return self.whole(lengths.pop(), blocks_stmt[1], blocks_stmt[0], "block count", 1,
                               LIMITS["blocks"])
@@ -424,6 +444,9 @@ class _Builder:
     def block(self, b, n_blocks, attrs, shape, blocks_stmt) -> ir.Block:
         vals = {}
         for a, sp in attrs:  # later wins
+            if a.ops is not None:  # resolved by its rule, with the block's names
+                vals[a.name] = (a.ops, sp, a)
+                continue
             v = self.ev(a.value, sp)
             if isinstance(v, tuple):
                 if len(v) != n_blocks:
@@ -441,7 +464,7 @@ class _Builder:
             if attr.name not in vals and attr.default is REQUIRED:
                 raise self.err(spec_of_blocks, blocks_node, f"blocks need `{attr.name}`")
             v, sp, node = vals.get(attr.name, (attr.default, spec_of_blocks, blocks_node))
-            rules = _AttrRules(self, sp, node, b, n_blocks, tuple(shape))
+            rules = _AttrRules(self, sp, node, b, n_blocks, tuple(shape), set(vals))
             fields.update(attr.resolve(rules, v, fields))
         return ir.Block(index=b, in_shape=tuple(shape), **fields)
 
@@ -453,12 +476,20 @@ class _Builder:
         if self.n_edges > topology.MAX_EDGES:
             raise self.err(sp, where, f"with block {b} the network has {self.n_edges:,} W_ij, "
                            f"past the limit of {topology.MAX_EDGES:,}")
-        graph = topology.block_graph(edges, n, c0, got["width"], got["kernel"],
-                                     got["bottleneck"])
+        first = got["unit"].first
+        graph = topology.block_graph(edges, n, c0, got["width"], first.kernel,
+                                     first.out_shape[0])
         for i in range(1, n + 1):
-            if not topology.stage1_inputs(graph, i):
+            ins = topology.stage1_inputs(graph, i)
+            if not ins:
                 raise self.err(sp, where, f"in block {b}, layer X_{i} has no input in Stage I",
                                f"give it an edge from X_0..X_{i - 1}, e.g. {i - 1} -> {i}")
+            if got["stride"] > 1 and 0 in ins and len(ins) > 1:
+                raise self.err(sp, where, f"block {b} has stride {got['stride']}, and X_{i} "
+                               "reads X_0 with other layers, which are smaller",
+                               "in a strided block only layers that read X_0 alone may read "
+                               "it: stride a block of its own (e.g. `layers 1`) before this "
+                               "one, or downsample in the transition")
         return {"graph": graph, "topology": topo_name}
 
     def prob(self, v, sp, node):
@@ -574,10 +605,11 @@ class _Builder:
             else:
                 ops.append((op, sp))
         split = next((i for i, (op, _) in enumerate(ops)
-                      if op.kind == "pool" and op.arg("mode").id == "global"), None)
+                      if op.kind == "flatten" or
+                      (op.kind == "pool" and op.arg("mode").id == "global")), None)
         if split is None:
-            raise error_at(spec, stmt, "the head needs a `pool global` (it turns each block "
-                           "feature into a vector)")
+            raise error_at(spec, stmt, "the head needs a `pool global` or a `flatten` (it "
+                           "turns each block feature into a vector)")
         per_scale, tail = ops[:split + 1], ops[split + 1:]
         with_feature = [b.index for b in blocks if b.feature]
         v = scales_v[0] if scales_v else Sym("all")
@@ -602,7 +634,7 @@ class _Builder:
         head_scale = []
         for s in scales:
             b = blocks[s - 1]
-            shape = (b.feature_channels,) + b.in_shape[1:]
+            shape = (b.feature_channels,) + b.hw
             seq, _ = self._ops_pairs(per_scale, shape, f"head (block {s})")
             head_scale.append(seq)
         vec = (sum(seq[-1].out_shape[0] for seq in head_scale),)
@@ -653,24 +685,33 @@ def count_params(net: ir.Network) -> int:
 
 
 def block_params(b: ir.Block) -> int:
-    """Each W_ij that some update reads, once (and the bottleneck's per-layer conv); a
-    BatchNorm per (stage, update), or one per layer for all loop stages with `bn shared`.
-    Edges no update reads (a clique's feedback edges with one stage) are not owned."""
+    """Each W_ij that some update reads, once; per layer its unit's other weights (and the
+    shortcut ops of its edge from X_0); a BatchNorm per (stage, update), or one per layer for
+    all loop stages with `bn shared`. Edges no update reads (a clique's feedback edges with
+    one stage) are not owned."""
     # The updates of schedule(b), counted without listing them: a 500-layer clique with 16
     # stages would list 4M inputs.
-    g, n, mid = b.graph, b.layers, b.bottleneck or 0
-    used, bn = set(), 0
+    g, n = b.graph, b.layers
+    used, total = set(), 0
+
+    def bns(unit, c_in):  # an update's BN parameters: the pre ops see all its inputs
+        return sum(2 * (c_in if j < len(unit.pre) else op.in_shape[0])
+                   for j, op in enumerate(unit.ops) if op.kind == "bn")
+
     for i in range(1, n + 1):
         ins = topology.stage1_inputs(g, i)
         used.update((l, i) for l in ins)
-        bn += sum(g.nodes[l]["channels"] for l in ins) + mid
+        unit = b.unit_of(ins)
+        total += bns(unit, sum(g.nodes[l]["channels"] for l in ins))
+        total += sum(op.params() for op in unit.body if op.kind != "bn")
+        total += unit.first.out_shape[0] if unit.first.bias else 0
+        if 0 in ins:
+            total += sum(op.params() for op in b.shortcut)
         ins = topology.loop_inputs(g, i, n)
         updates = sum(1 for s in range(2, b.stages + 1) if i <= b.updates(s)) if ins else 0
         if updates:  # a layer with nothing to read in the loop keeps its value
             used.update((l, i) for l in ins)
-            bn += (1 if b.bn == "shared" else updates) * (len(ins) * b.width + mid)
+            total += (1 if b.bn == "shared" else updates) * bns(b.unit, len(ins) * b.width)
     convs = sum(d["out_channels"] * d["in_channels"] * d["kernel"][0] * d["kernel"][1]
                 for u, v, d in g.edges(data=True) if (u, v) in used)
-    if b.bottleneck:
-        convs += b.layers * b.width * b.bottleneck * b.kernel[0] * b.kernel[1]
-    return convs + 2 * bn
+    return convs + total

@@ -206,6 +206,9 @@ def _attr(p, a, indent):
     if isinstance(a, ast.If):
         _if(p, a, indent, lambda c, ind: _attr(p, c, ind))
         return
+    if a.ops is not None:
+        p.block(a, indent, a.name, a.ops, lambda o, ind: _op(p, o, ind))
+        return
     p.emit(a, indent, lambda: p.line(indent, f"{a.name} {expr(a.value)}"))
 
 

@@ -18,7 +18,29 @@ import networkx as nx
 from . import names
 from .ops import Op  # the IR of an op: one small dataclass per family, defined by the op table
 
-__all__ = ["Op", "Block", "Network", "Part", "parts"]
+__all__ = ["Op", "Unit", "Block", "Network", "Part", "parts"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The ops an update runs: the paper's g, as a block's `unit { ... }` writes it (by default
+    BN-ReLU-conv, with the bottleneck's 1x1 first). `first` is the unit's first conv: its
+    weight is the W_ij of the update's edges concatenated along their input channels, so
+    the ops before it (`pre`) must act per channel (BN, activations, dropout) and see the
+    update's inputs concatenated; their shapes here are those of one nominal input. `body`,
+    the ops after it, belongs to the layer: each weight once per layer, reused in every
+    stage; a BN in it is per stage as the pre BN is (or shared by the loop stages)."""
+    pre: tuple
+    first: Op
+    body: tuple
+
+    @property
+    def ops(self) -> tuple:
+        return self.pre + (self.first,) + self.body
+
+    @property
+    def out_shape(self) -> tuple:
+        return self.ops[-1].out_shape
 
 
 @dataclass(frozen=True)
@@ -37,13 +59,32 @@ class Block:
     kernel: tuple
     bn: str                    # per_stage | shared
     dropout: float
+    merge: str                 # cat: X_i = g(inputs); add: X_i = post(g(inputs) + shortcuts)
+    stride: int                # of the updates that read X_0 (those read only X_0 if > 1)
+    unit: Unit                 # what an update that does not read X_0 runs
+    unit0: Unit                # what an update that reads X_0 runs (unit itself if stride 1)
+    shortcut: tuple            # merge add: the ops on an X_0 edge whose shape differs
+                               # from the layers' (none: the edge adds X_0 itself)
+    shortcut_from: str         # input | pre: what the shortcut ops read (pre: X_0 after the
+                               # unit's pre ops, as pre-activation ResNets project)
+    post: tuple                # merge add: the ops after the addition (post-activation relu)
 
     @property
     def c0(self) -> int:
         return self.in_shape[0]
 
+    @property
+    def hw(self) -> tuple:
+        """The layers' height and width (the input's, divided by the stride)."""
+        return self.unit0.out_shape[1:]
+
     def channels_of(self, sources) -> int:
-        return sum(self.c0 if s == "x0" else self.layers * self.width for s in sources)
+        return sum(self.c0 if s == "x0" else self.width if s == "xn" else
+                   self.layers * self.width for s in sources)
+
+    def unit_of(self, inputs) -> Unit:
+        """The unit of an update reading `inputs` (layer numbers)."""
+        return self.unit0 if 0 in inputs else self.unit
 
     @property
     def feature_channels(self) -> int:
@@ -107,7 +148,7 @@ def parts(net: Network):
     yield Part("stem", 0, names.STEM, names.STEM, net.input_shape,
                _out_shape(net.stem, net.input_shape), net.stem)
     for b in net.blocks:
-        hw = b.in_shape[1:]
+        hw = b.hw
         out = (b.transit_channels if b.transit else b.feature_channels,) + hw
         yield Part("block", b.index, names.block(b.index), names.block(b.index), b.in_shape,
                    out, block=b)
@@ -118,7 +159,7 @@ def parts(net: Network):
     width = 0
     for s, ops in zip(net.scales, net.head_scale):
         b = net.blocks[s - 1]
-        shape = (b.feature_channels,) + b.in_shape[1:]
+        shape = (b.feature_channels,) + b.hw
         out = _out_shape(ops, shape)
         width += out[0]
         yield Part("scale", s, names.head(s), names.HEAD, shape, out, ops, b)

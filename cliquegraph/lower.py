@@ -12,6 +12,9 @@ the paper's names, so `print(gm.code)` reads like Table 1:
 
 from __future__ import annotations
 
+import dataclasses
+import operator
+
 import torch
 import torch.fx as fx
 from torch import nn
@@ -63,28 +66,6 @@ class _Lowering:
             x.meta["weight_node"] = names.section_weight_node(container, j)
         return x
 
-    def unit(self, mod, part, unit_name, x, w, shape, out, kernel, padding, dropout, name):
-        """The paper's g as plain ops: BN (module `unit_name`, one per update, or per layer
-        for the loop stages with `bn shared`) -> ReLU -> conv reading the weights `w` ->
-        dropout; fuse.py makes the chain one unit. shape, out: its input and output (C, H, W).
-        The last node is `name`, the others `name` with their op's kind."""
-        if not hasattr(mod, unit_name):
-            mod.add_module(unit_name, nn.BatchNorm2d(shape[0]))
-        chain = [(ops.node("bn", shape, shape), "call_module", names.key(part, unit_name)),
-                 (ops.node("relu", shape, shape), "call_function", torch.relu),
-                 (ops.node("conv", shape, out, kernel=kernel, padding=padding), "call_function",
-                  torch.conv2d)]
-        if dropout:
-            drop = ops.node("dropout", out, out, p=dropout)
-            if not hasattr(mod, names.DROPOUT):
-                mod.add_module(names.DROPOUT, op_module(drop))
-            chain.append((drop, "call_module", names.key(part, names.DROPOUT)))
-        for k, (op, how, target) in enumerate(chain):
-            args = (x, w, None, 1, padding) if target is torch.conv2d else (x,)
-            x = self.node(part, how, target, args, op=op,
-                          name=name if k == len(chain) - 1 else names.unit_op_node(name, op.kind))
-        return x
-
     def block(self, b: ir.Block, x):
         part, tag = names.block(b.index), names.block_tag(b.index)
         mod = nn.Module()
@@ -94,10 +75,6 @@ class _Lowering:
             kh, kw = d["kernel"]
             mod.register_parameter(names.weight(i, j), nn.Parameter(
                 torch.empty(d["out_channels"], d["in_channels"], kh, kw)))
-        if b.bottleneck:
-            for j in range(1, b.layers + 1):
-                mod.register_parameter(names.bottleneck_weight(j), nn.Parameter(
-                    torch.empty(b.width, b.bottleneck, *b.kernel)))
         weights = {}
 
         def w(name):  # one get_attr per shared weight, read by every stage
@@ -106,33 +83,111 @@ class _Lowering:
                                           name=names.node(tag, name))
             return weights[name]
 
-        hw = b.in_shape[1:]
-        same = (b.kernel[0] // 2, b.kernel[1] // 2)
-        w_kernel = (1, 1) if b.bottleneck else b.kernel
+        def owned(name, shape, make=None):  # a layer's weight or module, made at first use
+            if not hasattr(mod, name):
+                if make is None:
+                    mod.register_parameter(name, nn.Parameter(torch.empty(*shape)))
+                else:
+                    mod.add_module(name, make())
+            return name
+
         sched = schedule(b)
         values = {(0, 1): x}
         for u in sched.updates:
             i, s = u.layer, u.stage
-            wcat = self.cat(part, names.update_weights_node(b.index, i, s),
-                            [w(names.weight(l, i)) for l, _ in u.inputs])
-            xs = self.cat(part, names.input_node(b.index, i, s), [values[v] for v in u.inputs])
-            c_in = sum(g.nodes[l]["channels"] for l, _ in u.inputs)
-            # X_i^(s) = g(sum_l W_li * X_l) (dropout included): the node holding it gets the
-            # paper's name, b1_x3_s2
+            srcs = [l for l, _ in u.inputs]
+            unit = b.unit_of(srcs)
+            c_in = sum(g.nodes[l]["channels"] for l in srcs)
             final = names.value_node(b.index, i, s)
-            y = self.unit(mod, part, names.update_unit(s, i, b.bn), xs, wcat, (c_in,) + hw,
-                          (b.bottleneck or b.width,) + hw, w_kernel,
-                          (0, 0) if b.bottleneck else same, b.dropout,
-                          names.mid_node(b.index, i, s) if b.bottleneck else final)
-            if b.bottleneck:
-                y = self.unit(mod, part, names.bottleneck_unit(s, i, b.bn), y,
-                              w(names.bottleneck_weight(i)), (b.bottleneck,) + hw,
-                              (b.width,) + hw, b.kernel, same, b.dropout, final)
+            # X_i^(s) = g(sum_l W_li * X_l) [+ shortcuts, then post]: the node holding it
+            # gets the paper's name, b1_x3_s2
+            y = self.cat(part, names.input_node(b.index, i, s), [values[v] for v in u.inputs])
+            last = len(unit.ops) - 1 if b.merge == "cat" and not b.post else None
+            n_bn = n_conv = 0
+            pre_out = y
+            for j, op in enumerate(unit.ops):
+                if j < len(unit.pre) or j == len(unit.pre):  # they see all the inputs
+                    shape = (c_in,) + op.in_shape[1:]
+                    op = dataclasses.replace(op, in_shape=shape, out_shape=shape if
+                                             j < len(unit.pre) else op.out_shape)
+                name = final if j == last else names.unit_op_node(final, names.op(op.kind, j))
+                if op.kind == "bn":
+                    target = owned(names.unit_bn(n_bn, s, i, b.bn), None,
+                                   lambda op=op: nn.BatchNorm2d(op.in_shape[0]))
+                    y = self.node(part, "call_module", names.key(part, target), (y,), op=op,
+                                  name=name)
+                    n_bn += 1
+                elif op.kind == "conv":
+                    if j == len(unit.pre):
+                        weight = self.cat(part, names.update_weights_node(b.index, i, s),
+                                          [w(names.weight(l, i)) for l in srcs])
+                    else:
+                        n_conv += 1
+                        weight = w(owned(names.unit_weight(n_conv, i), (
+                            op.out_shape[0], op.in_shape[0] // getattr(op, "groups", 1), *op.kernel)))
+                    bias = w(owned(names.unit_bias(n_conv, i), (op.out_shape[0],))) \
+                        if op.bias else None
+                    y = self.node(part, "call_function", torch.conv2d,
+                                  (y, weight, bias, op.stride, op.padding, 1,
+                                   getattr(op, "groups", 1)), op=op, name=name)
+                elif op.kind == "relu":
+                    y = self.node(part, "call_function", torch.relu, (y,), op=op, name=name)
+                else:
+                    target = owned(names.unit_module(i, op.kind, j), None,
+                                   lambda op=op: op_module(op))
+                    y = self.node(part, "call_module", names.key(part, target), (y,), op=op,
+                                  name=name)
+                if j == len(unit.pre) - 1:
+                    pre_out = y
+            if b.merge == "add":
+                y = self.residual(b, part, mod, u, y, values, pre_out, final)
             values[(i, s)] = y
         # the feature and transit concatenations stay lists: `section` concatenates them
         feature = [values[v] for v in sched.sources(b.feature)]
         transit = [values[v] for v in sched.sources(b.transit)]
         return feature, transit
+
+    def residual(self, b, part, mod, u, y, values, pre_out, final):
+        """merge add: the unit's output plus each input (X_0 through the block's shortcut
+        ops where its shape differs), then the post ops; the last node is `final`."""
+        i, s = u.layer, u.stage
+        terms = [y]
+        for l, st in u.inputs:
+            v = values[(l, st)]
+            if l == 0 and b.shortcut:
+                container = names.shortcut(0, i)
+                if b.shortcut_from == "pre" and pre_out is not values[(0, 1)]:
+                    v = pre_out
+                    if len(u.inputs) > 1:  # X_0's channels come first
+                        v = self.node(part, "call_method", "narrow", (v, 1, 0, b.c0),
+                                      name=names.unit_op_node(final, "pre_x0"))
+                if not hasattr(mod, container):
+                    holder = nn.Module()
+                    for j, op in enumerate(b.shortcut):
+                        holder.add_module(names.op(op.kind, j), op_module(op))
+                    mod.add_module(container, holder)
+                for j, op in enumerate(b.shortcut):
+                    v = self.node(part, "call_module",
+                                  names.key(part, container, names.op(op.kind, j)), (v,),
+                                  op=op, name=names.node(names.block_tag(b.index), container,
+                                                         names.value(i, s), op.kind))
+            terms.append(v)
+        out = terms[0]
+        for k, t in enumerate(terms[1:], 1):
+            done = k == len(terms) - 1 and not b.post
+            out = self.node(part, "call_function", operator.add, (out, t),
+                            name=final if done else names.unit_op_node(final, f"add{k}"))
+        for j, op in enumerate(b.post):
+            name = final if j == len(b.post) - 1 else names.unit_op_node(final, f"post{j}")
+            if op.kind == "relu":
+                out = self.node(part, "call_function", torch.relu, (out,), op=op, name=name)
+            else:
+                target = names.unit_module(i, op.kind, 100 + j)
+                if not hasattr(mod, target):
+                    mod.add_module(target, op_module(op))
+                out = self.node(part, "call_module", names.key(part, target), (out,), op=op,
+                                name=name)
+        return out
 
     def run(self) -> fx.GraphModule:
         x = self.node(names.STEM, "placeholder", names.INPUT, name=names.INPUT)

@@ -8,6 +8,11 @@ from here so that none of them can drift from the others.
     block1.w_4_3          W_43 of block 1          weight(4, 3)
     block1.wb_3           X_3's bottleneck conv     bottleneck_weight(3)
     block1.g_s2_x3        the unit g updating X_3 in stage 2 (its BatchNorm)
+    block1.gb_s2_x3       the second BN of that unit (gc_, gd_, ... the next ones)
+    block1.wb_3           the conv after the first in X_3's unit (wc_3, ... the next ones)
+    block1.bias_3         the bias of X_3's first conv (biasb_3: of wb_3)
+    block1.x3_se5         another op of X_3's unit that owns weights (the op's index 5)
+    block1.s_0_3.conv0    the shortcut of the edge X_0 -> X_3 (merge add), one per edge
     b1_x3_s2              the fx node holding X_3^(2) of block 1
 """
 
@@ -53,19 +58,53 @@ def weight(i: int, j: int) -> str:
     return f"w_{i}_{j}"
 
 
+_NTH = "bcdefghijklmnopqrstuvwxyz"  # the unit's second, third, ... BN and conv
+
+
+def _nth(m: int) -> str:
+    return "" if m == 0 else _NTH[m - 1] if m <= len(_NTH) else f"{m}_"
+
+
+def unit_weight(m: int, j: int) -> str:
+    """The m-th conv after the first of layer j's unit (m >= 1), shared by every stage."""
+    return f"w{_nth(m)}_{j}"
+
+
+def unit_bias(m: int, j: int) -> str:
+    """The bias of layer j's first conv (m = 0) or of its m-th conv after it."""
+    return f"bias{_nth(m)}_{j}"
+
+
 def bottleneck_weight(j: int) -> str:
     """The conv after layer j's bottleneck."""
-    return f"wb_{j}"
+    return unit_weight(1, j)
+
+
+def unit_bn(m: int, stage: int, i: int, bn: str = "per_stage") -> str:
+    """The m-th BN (0-based) of the unit g updating X_i in `stage`; with `bn shared` all loop
+    stages share one."""
+    tail = f"s{stage}_x{i}" if stage == 1 or bn == "per_stage" else f"loop_x{i}"
+    return f"g{_nth(m)}_{tail}"
 
 
 def update_unit(stage: int, i: int, bn: str = "per_stage") -> str:
-    """The unit g updating X_i in `stage`; with `bn shared` all loop stages share one."""
-    return f"g_s{stage}_x{i}" if stage == 1 or bn == "per_stage" else f"g_loop_x{i}"
+    """The unit g updating X_i in `stage` (its first BN)."""
+    return unit_bn(0, stage, i, bn)
 
 
 def bottleneck_unit(stage: int, i: int, bn: str = "per_stage") -> str:
     """The unit after the bottleneck of the update of X_i in `stage`."""
-    return "gb_" + update_unit(stage, i, bn)[len("g_"):]
+    return unit_bn(1, stage, i, bn)
+
+
+def unit_module(j: int, kind: str, index: int) -> str:
+    """An op of layer j's unit other than a BN or conv, at `index` in the unit: x3_se5."""
+    return f"x{j}_{op(kind, index)}"
+
+
+def shortcut(i: int, j: int) -> str:
+    """The shortcut ops of the edge X_i -> X_j (merge add), where its shapes differ."""
+    return f"s_{i}_{j}"
 
 
 # ---- fx nodes ---------------------------------------------------------------------------------

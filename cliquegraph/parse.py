@@ -322,6 +322,12 @@ class _ToAst(Transformer):
             raise self.error(f"unexpected {name!r}", c[0],
                              did_you_mean(name, list(ATTRS))
                              or f"a block attribute is one of {', '.join(ATTRS)}")
+        takes_ops = ATTRS[name].ops
+        if isinstance(c[1], tuple) != takes_ops:
+            raise self.error(f"{name} takes " + (f"ops in braces: `{name} {{ ... }}`" if takes_ops
+                                                 else "a value, not ops in braces"), c[0])
+        if takes_ops:
+            return ast.Attr(name, None, _pos(meta), ops=c[1])
         return ast.Attr(name, c[1], _pos(meta))
 
     def edgelist(self, meta, c):

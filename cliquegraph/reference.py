@@ -31,30 +31,68 @@ def _section(ops, name, p, x, training):
     return x
 
 
+def _post(b, p, y, training):
+    for op in b.post:
+        y = dropout(y, op.p, training) if op.kind == "dropout" else \
+            _apply_op(op, "", p, y, training)
+    return y
+
+
 def _naive_block(b: ir.Block, p, x0, training):
     g, n = b.graph, b.layers
     tag = names.block(b.index)
-    pad = (0, 0) if b.bottleneck else (b.kernel[0] // 2, b.kernel[1] // 2)
     X = {0: x0}                     # the newest value of every node
     snapshots = {}                  # stage -> {layer: value when that stage ended}
 
+    def param(name):
+        return p[names.key(tag, name)]
+
     def unit(i, stage, sources):
-        """g(sum_l W_li * X_l): BN-ReLU on each source's slice, one conv per edge, summed."""
-        bn = names.key(tag, names.update_unit(stage, i, b.bn))
-        total, offset = 0, 0
+        """g(sum_l W_li * X_l): the ops before the first conv on each source's slice (a BN
+        with that slice of its channels), one conv per edge, summed; then the layer's ops."""
+        u = b.unit_of(sources)
+        bn_count = conv_count = 0
+        total, offset, pre_x0 = 0, 0, None
         for l in sources:
             c = g.nodes[l]["channels"]
-            h = torch.relu(_bn(p, bn, X[l], slice(offset, offset + c), training))
-            total = total + F.conv2d(h, p[names.key(tag, names.weight(l, i))], None, 1, pad)
+            h = X[l]
+            for op in u.pre:
+                if op.kind == "bn":
+                    h = _bn(p, names.key(tag, names.unit_bn(0, stage, i, b.bn)), h,
+                            slice(offset, offset + c), training)
+                else:
+                    h = _apply_op(op, "", p, h, training)
+            if l == 0:
+                pre_x0 = h
+            f = u.first
+            total = total + F.conv2d(h, param(names.weight(l, i)), None, f.stride, f.padding)
             offset += c
-        y = dropout(total, b.dropout, training)
-        if b.bottleneck:
-            h = torch.relu(_bn(p, names.key(tag, names.bottleneck_unit(stage, i, b.bn)), y,
-                               slice(None), training))
-            y = F.conv2d(h, p[names.key(tag, names.bottleneck_weight(i))], None, 1,
-                         (b.kernel[0] // 2, b.kernel[1] // 2))
-            y = dropout(y, b.dropout, training)
-        return y
+        bn_count = sum(1 for op in u.pre if op.kind == "bn")
+        y = total + param(names.unit_bias(0, i))[:, None, None] if u.first.bias else total
+        for j, op in enumerate(u.body, len(u.pre) + 1):
+            if op.kind == "bn":
+                y = _bn(p, names.key(tag, names.unit_bn(bn_count, stage, i, b.bn)), y,
+                        slice(None), training)
+                bn_count += 1
+            elif op.kind == "conv":
+                conv_count += 1
+                bias = param(names.unit_bias(conv_count, i)) if op.bias else None
+                y = F.conv2d(y, param(names.unit_weight(conv_count, i)), bias, op.stride,
+                             op.padding, 1, getattr(op, "groups", 1))
+            elif op.kind == "dropout":
+                y = dropout(y, op.p, training)
+            else:
+                y = _apply_op(op, names.key(tag, names.unit_module(i, op.kind, j)), p, y,
+                              training)
+        if b.merge == "cat":
+            return _post(b, p, y, training)
+        for l in sources:  # merge add: X_i = post(g(...) + the sum of its inputs)
+            v = X[l]
+            if l == 0 and b.shortcut:
+                v = pre_x0 if b.shortcut_from == "pre" else v
+                v = _section(b.shortcut, names.key(tag, names.shortcut(0, i)), p, v, training)
+            y = y + v
+        return _post(b, p, y, training)
 
     # Stage I: X_i = g(sum_{l<i} W_li X_l), X_0 included, sources in ascending order
     for i in range(1, n + 1):
@@ -78,6 +116,8 @@ def _naive_block(b: ir.Block, p, x0, training):
         for src in policy:
             if src == "x0":
                 parts.append(x0)
+            elif src == "xn":
+                parts.append(X[n])
             else:
                 snap = snapshots[int(src[5:])]
                 parts.extend(snap[i] for i in range(1, n + 1))

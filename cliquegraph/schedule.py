@@ -41,6 +41,8 @@ class BlockSchedule:
         for part in policy:
             if part == "x0":
                 out.append((0, 1))
+            elif part == "xn":  # the last layer at its newest value: a chain's output
+                out.append((len(self.after_stage[-1]), self.after_stage[-1][-1]))
             else:
                 s = int(part[len("stage"):])
                 out.extend((l, st) for l, st in enumerate(self.after_stage[s - 1], 1))

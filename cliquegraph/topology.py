@@ -65,16 +65,15 @@ def _check_size(kind, n, pairs):
                          f"the limit of {MAX_EDGES:,}")
 
 
-def block_graph(edges, n: int, c0: int, k: int, kernel, bottleneck) -> nx.DiGraph:
-    """The IR graph of one block: node i has `channels`; edge (i, j) is W_ij."""
+def block_graph(edges, n: int, c0: int, k: int, kernel, out: int) -> nx.DiGraph:
+    """The IR graph of one block: node i has `channels`; edge (i, j) is W_ij, a slice of the
+    first conv of X_j's unit (kernel, out channels)."""
     g = nx.DiGraph()
     g.add_node(0, channels=c0, label="X_0")
     for i in range(1, n + 1):
         g.add_node(i, channels=k, label=f"X_{i}")
-    w_kernel = (1, 1) if bottleneck else tuple(kernel)
-    out = bottleneck or k
     for i, j in edges:
-        g.add_edge(i, j, kernel=w_kernel, in_channels=g.nodes[i]["channels"], out_channels=out,
+        g.add_edge(i, j, kernel=tuple(kernel), in_channels=g.nodes[i]["channels"], out_channels=out,
                    label=f"W_{i}{j}" if n < 10 else f"W_{i},{j}")
     return g
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from . import ast
 from .errors import SpecError, did_you_mean
 
-SYMBOLS = {"clique", "dense", "chain", "all", "none", "last", "x0", "per_stage", "shared"}
+SYMBOLS = {"clique", "dense", "chain", "all", "none", "last", "x0", "xn", "per_stage", "shared",
+           "cat", "add", "input", "pre", "se", "cbam"}
 _STAGE = re.compile(r"stage([1-9][0-9]?)$")
 GENERATORS = {  # networkx random-graph generators over the layers of a block, and their args
     "watts_strogatz": {"k": int, "p": float, "seed": int},
@@ -79,7 +80,7 @@ class Edges:
 
 def is_reserved(name: str) -> bool:
     return (name in SYMBOLS or bool(_STAGE.match(name))
-            or name in ("C", "true", "false", "edges"))
+            or name in ("C", "K", "S", "B", "true", "false", "edges"))
 
 
 def size(v, limit=MAX_ITEMS) -> int:
@@ -223,7 +224,7 @@ class Evaluator:
         except KeyError:
             pass
         if e.id in SYMBOLS:
-            return Policy((e.id,)) if e.id in ("x0", "last") else Sym(e.id)
+            return Policy((e.id,)) if e.id in ("x0", "xn", "last") else Sym(e.id)
         if _STAGE.match(e.id):
             return Policy((e.id,))
         known = list(SYMBOLS) + list(getattr(self.lookup, "names", lambda: [])())
@@ -290,7 +291,8 @@ class Evaluator:
             return v.parts
         if v == Sym("none"):
             return ()
-        raise self.error(f"`{v}` is not a feature source (x0, stage1, stage2, ..., last)", node)
+        raise self.error(f"`{v}` is not a feature source (x0, stage1, stage2, ..., last, xn)",
+                         node)
 
     def _call(self, e):
         f = e.func
