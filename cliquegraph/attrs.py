@@ -125,6 +125,8 @@ def _unit(r, v, got):
 
     unit0 = resolve(r.shape, stride, f"block {r.block}'s unit")
     layer = (k,) + unit0.out_shape[1:]
+    if got["layers"] == 1:  # every update of a lone layer reads X_0
+        return {"unit": unit0, "unit0": unit0}
     unit = resolve(layer, 1, f"block {r.block}'s unit (an update not reading X_0)")
     if unit.out_shape != layer:
         raise r.err(f"block {r.block}'s unit changes the layers' size {layer} to "

@@ -4,7 +4,7 @@
 dropout after it), each fx node carrying the IR op it runs in `meta["op"]`. This pass then
 finds the chains the units implement and replaces each by one call:
 
-    bn relu conv [dropout]    -> units.BNReLUConv   (conv: stride 1, no bias)
+    bn relu conv [dropout]    -> units.BNReLUConv   (conv: stride 1, no bias, no groups)
     bn relu pool global       -> units.BNReLUPool
 
 over the concatenation that feeds the bn, which the unit reads as separate inputs. A unit is
@@ -41,7 +41,7 @@ def match(ops) -> Optional[Match]:
     last = ops[2]
     if last.kind == "gpool":
         return Match(POOL_UNIT, 3)
-    if last.kind != "conv" or last.stride != (1, 1) or last.bias:
+    if last.kind != "conv" or last.stride != (1, 1) or last.bias or last.groups != 1:
         return None
     p = ops[3].p if len(ops) > 3 and ops[3].kind == "dropout" else 0.0
     return Match(CONV_UNIT, 4 if p else 3, last.padding, p)

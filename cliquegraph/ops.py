@@ -59,6 +59,7 @@ class Conv(Op):
     stride: tuple = (1, 1)
     padding: tuple = (0, 0)
     bias: bool = False
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,8 @@ def _conv_text(o, show):
     if isinstance(o.arg("kernel"), ast.Name) and out.startswith("("):
         kernel = f"({kernel})"  # `conv k (C + 1) // 2` would read as a call k(C + 1)
     text = _show_opts(o, show, ["conv", kernel, out])
+    if o.arg("groups") is not None:
+        text += f" groups {show(o.arg('groups'))}"
     return text + " bias" if o.arg("bias") is not None else text
 
 
@@ -158,9 +161,13 @@ def _conv_resolve(r, shape):
     out = r.whole("out", "conv width", 1, r.limit("channels"))
     stride = r.opt_pair("stride", (1, 1), 1)
     padding = r.opt_pair("padding", (kern[0] // 2, kern[1] // 2), 0)
+    groups = r.whole("groups", "groups", 1, r.limit("channels")) if r.has("groups") else 1
+    if shape[0] % groups or out % groups:
+        raise r.err(f"groups {groups} must divide the conv's input width {shape[0]} and its "
+                    f"output width {out}")
     hw = r.spatial(shape, kern, stride, padding, "conv")
     return "conv", (out,) + hw, dict(kernel=kern, stride=stride, padding=padding,
-                                     bias=r.has("bias"))
+                                     bias=r.has("bias"), groups=groups)
 
 
 def _conv_params(op):
@@ -168,7 +175,7 @@ def _conv_params(op):
 
 
 def _conv_weight(op):
-    return op.out_shape[0] * op.in_shape[0] * op.kernel[0] * op.kernel[1]
+    return op.out_shape[0] * op.in_shape[0] // op.groups * op.kernel[0] * op.kernel[1]
 
 
 _CONV = Syntax("conv", "conv", parse=lambda c, tf: _with_opts({"kernel": c[0], "out": c[1]},
@@ -180,10 +187,10 @@ _CONV = Syntax("conv", "conv", parse=lambda c, tf: _with_opts({"kernel": c[0], "
 
 def _pool_parse(c, tf):
     mode = str(c[0])
-    if mode not in ("avg", "max", "global"):
+    if mode not in ("avg", "max", "global", "adaptive"):
         raise tf.error(f"unknown pooling {mode!r}", c[0],
-                       did_you_mean(mode, ["avg", "max", "global"])
-                       or "pooling is `avg K`, `max K` or `global`")
+                       did_you_mean(mode, ["avg", "max", "global", "adaptive"])
+                       or "pooling is `avg K`, `max K`, `global` or `adaptive HxW`")
     args = {"mode": tf.token_name(c[0])}
     if c[1] is not None:
         args["kernel"] = c[1]
@@ -203,6 +210,11 @@ def _pool_resolve(r, shape):
     mode = r.op.arg("mode").id
     if mode == "global":
         return "gpool", (shape[0],), {}
+    if mode == "adaptive":  # average pooling to the size written, whatever the input's
+        if r.has("stride") or r.has("padding"):
+            raise r.err("`pool adaptive HxW` takes its output size only: no stride or padding")
+        size = r.pair("kernel", "pool output size", 1, r.limit("size"))
+        return "apool", (shape[0],) + size, dict(kernel=size)
     kern = r.pair("kernel", "pool size", 1, r.limit("size"))
     stride = r.opt_pair("stride", kern, 1)
     padding = r.opt_pair("padding", (0, 0), 0)
@@ -210,6 +222,25 @@ def _pool_resolve(r, shape):
         raise r.err("pool padding must be at most half the pool size")
     hw = r.spatial(shape, kern, stride, padding, "pooling")
     return f"{mode}pool", (shape[0],) + hw, dict(kernel=kern, stride=stride, padding=padding)
+
+
+def _pad_resolve(r, shape):
+    width = r.whole("width", "pad width", 1, r.limit("channels"))
+    if width < shape[0]:
+        raise r.err(f"pad {width} is below the input's {shape[0]} channels",
+                    "pad appends zero channels up to the width written")
+    return "pad", (width,) + tuple(shape[1:]), {}
+
+
+def _cbam_reference(op, get, x, training):
+    def mlp(v):
+        return F.linear(torch.relu(F.linear(v, get("fc1", "weight"), get("fc1", "bias"))),
+                        get("fc2", "weight"), get("fc2", "bias"))
+    x = x * torch.sigmoid(mlp(x.mean((2, 3))) + mlp(x.amax((2, 3))))[:, :, None, None]
+    maps = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)
+    s = batch_norm(lambda leaf: get("bn", leaf), F.conv2d(maps, get("conv", "weight"),
+                                                          None, 1, 3), training)
+    return x * torch.sigmoid(s)
 
 
 def _pool_label(op):
@@ -240,8 +271,10 @@ def _se_reference(op, get, x, training):
     return x * s[:, :, None, None]
 
 
-def _se_resolve(r, shape):
-    return "se", shape, dict(hidden=max(1, shape[0] // r.whole("reduction", "se reduction", 1)))
+def _attention_resolve(kind):
+    """se and cbam: the hidden width is C // reduction, at least 1."""
+    return lambda r, shape: (kind, shape, dict(
+        hidden=max(1, shape[0] // r.whole("reduction", f"{kind} reduction", 1))))
 
 
 def _fc_resolve(r, shape):
@@ -268,10 +301,10 @@ def _activation(name, label, module, fn, saves):
 _TABLE = (
     Kind("conv", _CONV,
          lambda op: nn.Conv2d(op.in_shape[0], op.out_shape[0], op.kernel, op.stride, op.padding,
-                              bias=op.bias),
+                              groups=op.groups, bias=op.bias),
          lambda op, get, x, training: F.conv2d(x, get("weight"),
                                                get("bias") if op.bias else None, op.stride,
-                                               op.padding),
+                                               op.padding, 1, op.groups),
          lambda op: (f"conv {'x'.join(map(str, op.kernel))}"
                      f"{f'/{op.stride[0]}' if op.stride[0] > 1 else ''} → {op.out_shape[0]}"),
          node=Conv, params=_conv_params, largest=_conv_weight, saves="input"),
@@ -293,12 +326,32 @@ _TABLE = (
          _pool_label, node=Pool),
     Kind("gpool", _POOL, lambda op: units.GlobalAvgPool(),
          lambda op, get, x, training: x.mean((2, 3)), lambda op: "global avg pool"),
-    Kind("se", Syntax("se", "se", resolve=_se_resolve, on="map",
+    Kind("se", Syntax("se", "se", resolve=_attention_resolve("se"), on="map",
                       **_one("se reduction", "reduction")),
          lambda op: units.SqueezeExcite(op.in_shape[0], op.hidden), _se_reference,
          lambda op: f"SE {op.in_shape[0]}→{op.hidden}→{op.in_shape[0]}", node=SE,
          params=lambda op: 2 * op.in_shape[0] * op.hidden + op.hidden + op.in_shape[0],
          largest=lambda op: op.in_shape[0] * op.hidden, saves="input", scratch=True),
+    Kind("apool", _POOL, lambda op: nn.AdaptiveAvgPool2d(op.kernel),
+         lambda op, get, x, training: F.adaptive_avg_pool2d(x, op.kernel),
+         lambda op: f"adaptive avg pool → {'x'.join(map(str, op.kernel))}", node=Pool),
+    Kind("flatten", Syntax("flatten", "flatten", parse=lambda c, tf: {},
+                           text=lambda o, show: "flatten",
+                           resolve=lambda r, shape: ("flatten", (shape[0] * shape[1] *
+                                                                 shape[2],), {}), on="map"),
+         lambda op: nn.Flatten(1), lambda op, get, x, training: x.flatten(1),
+         lambda op: "flatten"),
+    Kind("pad", Syntax("pad", "pad", resolve=_pad_resolve, on="map", **_one("pad", "width")),
+         lambda op: units.ZeroPadChannels(op.out_shape[0]),
+         lambda op, get, x, training: F.pad(x, (0, 0, 0, 0, 0, op.out_shape[0] - x.shape[1])),
+         lambda op: f"zero pad → {op.out_shape[0]}"),
+    Kind("cbam", Syntax("cbam", "cbam", resolve=_attention_resolve("cbam"), on="map",
+                        **_one("cbam reduction", "reduction")),
+         lambda op: units.CBAM(op.in_shape[0], op.hidden), _cbam_reference,
+         lambda op: f"CBAM {op.in_shape[0]}→{op.hidden}→{op.in_shape[0]}", node=SE,
+         params=lambda op: 2 * op.in_shape[0] * op.hidden + op.hidden + op.in_shape[0] + 100,
+         largest=lambda op: op.in_shape[0] * op.hidden, saves="input", scratch=True,
+         stats=lambda op: 1),
     Kind("fc", Syntax("fc", "fc", resolve=_fc_resolve, on="vector", **_one("fc", "out")),
          lambda op: nn.Linear(op.in_shape[0], op.out_shape[0]),
          lambda op, get, x, training: F.linear(x, get("weight"), get("bias")),

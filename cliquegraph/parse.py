@@ -352,6 +352,9 @@ class _ToAst(Transformer):
     def padding(self, meta, c):
         return ("padding", c[0])
 
+    def groups(self, meta, c):
+        return ("groups", c[0])
+
     def bias(self, meta, c):
         return ("bias", ast.Bool(True))
 

@@ -306,6 +306,38 @@ class SqueezeExcite(nn.Module):
         return x * s[:, :, None, None]
 
 
+class CBAM(nn.Module):
+    """Convolutional block attention (Woo et al., 2018), as pytorchcv builds it: a channel gate
+    (one MLP, fc1-ReLU-fc2, on the average- and the max-pooled vector, summed, sigmoid), then
+    a spatial gate (the channel-wise max and mean maps, conv 7x7 2->1 without bias, BN,
+    sigmoid)."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+        self.conv = nn.Conv2d(2, 1, 7, padding=3, bias=False)
+        self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, x):
+        def mlp(v):
+            return self.fc2(torch.relu(self.fc1(v)))
+        x = x * torch.sigmoid(mlp(x.mean((2, 3))) + mlp(x.amax((2, 3))))[:, :, None, None]
+        maps = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)
+        return x * torch.sigmoid(self.bn(self.conv(maps)))
+
+
+class ZeroPadChannels(nn.Module):
+    """Zero channels appended up to `width` (PyramidNet's shortcut)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.width = width
+
+    def forward(self, x):
+        return F.pad(x, (0, 0, 0, 0, 0, self.width - x.shape[1]))
+
+
 class GlobalAvgPool(nn.Module):
     def forward(self, x):
         return x.mean((2, 3))

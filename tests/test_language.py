@@ -609,14 +609,14 @@ def test_ir_invariants_of_every_spec(path):
         for u, v, d in g.edges(data=True):
             assert v != 0 and u != v
             assert d["in_channels"] == g.nodes[u]["channels"]
-            assert d["out_channels"] == (b.bottleneck or b.width)
-            assert d["kernel"] == ((1, 1) if b.bottleneck else b.kernel)
+            assert d["out_channels"] == b.unit.first.out_shape[0]
+            assert d["kernel"] == b.unit.first.kernel
         for j in range(1, b.layers + 1):  # every layer has a Stage-I input
             assert any(u < j for u in g.predecessors(j))
         if i < len(n.transitions):
-            ops = n.transitions[i]
-            assert ops[0].in_shape == (b.transit_channels,) + b.in_shape[1:]
-            shape = ops[-1].out_shape
+            ops, t_in = n.transitions[i], (b.transit_channels,) + b.hw
+            assert not ops or ops[0].in_shape == t_in
+            shape = ops[-1].out_shape if ops else t_in
     assert len(n.head_scale) == len(n.scales) >= 1
     assert all(n.blocks[s - 1].feature for s in n.scales)
     assert nx.is_directed_acyclic_graph(n.graph)
