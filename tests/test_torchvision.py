@@ -22,6 +22,11 @@ from reference_weights import draw_input, draw_state_dict
 FIXTURES = ROOT / "tests" / "data" / "torchvision"
 DENSENETS = {"densenet121": "densenet-121.clq", "densenet169": "densenet-169.clq",
              "densenet201": "densenet-201.clq"}
+# model -> (spec, overrides)
+MODELS = {**{m: (spec, {}) for m, spec in DENSENETS.items()},
+          "resnet18": ("resnet.clq", {"depth": 18}), "resnet50": ("resnet.clq", {"depth": 50}),
+          "vgg16": ("vgg.clq", {"depth": 16}), "vgg16_bn": ("vgg.clq", {"bn": True}),
+          "alexnet": ("alexnet.clq", {})}
 
 
 def fixture(model):
@@ -35,19 +40,21 @@ def reference_weights(fix):
     return draw_state_dict(fix["keys"])
 
 
-@pytest.mark.parametrize("model", ["densenet121"])
+@pytest.mark.parametrize("model", ["densenet121", "resnet18", "resnet50", "vgg16", "alexnet"])
 def test_logits_equal_torchvisions(model):
     fix = fixture(model)
-    gm = cliquegraph.from_torchvision(reference_weights(fix), SPECS / DENSENETS[model])
+    spec, overrides = MODELS[model]
+    gm = cliquegraph.from_torchvision(reference_weights(fix), SPECS / spec, overrides)
     got = gm.double().eval()(draw_input(fix["input"]))
     torch.testing.assert_close(got, torch.tensor(fix["logits"], dtype=torch.float64),
                                rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("model", sorted(DENSENETS))
+@pytest.mark.parametrize("model", sorted(MODELS))
 def test_the_layout_is_torchvisions_state_dict_both_ways(model):
     fix = fixture(model)
-    net = elaborate(SPECS / DENSENETS[model])
+    spec, overrides = MODELS[model]
+    net = elaborate(SPECS / spec, overrides)
     assert count_params(net) == fix["params"]
     layout = torchvision_layout(net)
     assert list(layout) == [k for k, _ in fix["keys"]]  # every key, in torchvision's order
@@ -81,8 +88,8 @@ def test_old_densenet_key_names_load_as_torchvision_renames_them():
 
 
 def test_a_spec_torchvision_has_no_model_of_is_refused():
-    with pytest.raises(CheckpointError, match="cliquenet_cifar has no torchvision layout: its "
-                                              "stem is not conv"):
+    with pytest.raises(CheckpointError, match=r"cliquenet_cifar has no torchvision layout: not "
+                                              r"DenseNet \(its stem is not conv.*not ResNet"):
         cliquegraph.from_torchvision({}, SPECS / "cliquenet-cifar.clq")
     text = (SPECS / "densenet-121.clq").read_text().replace("stages 1", "stages 2")
     with pytest.raises(CheckpointError, match="block 1 is not a dense block"):
