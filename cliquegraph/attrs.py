@@ -109,14 +109,21 @@ def _unit(r, v, got):
     """The unit of the updates that read X_0 (at the block's input, with S the stride) and of
     the others (at the layers' size, S = 1)."""
     k, stride = got["width"], got["stride"]
-    given = [a for a in ("kernel", "bottleneck", "dropout") if r.written(a)]
+    given = [a for a in ("kernel", "bottleneck") if r.written(a)]
     if v is not None and given:
-        raise r.err(f"{', '.join(given)} shape the default unit; with `unit {{ ... }}` write "
-                    "them in the unit")
+        raise r.err(f"{' and '.join(given)} shape the default unit; with `unit {{ ... }}` "
+                    "write the convs in the unit")
 
     def resolve(shape, s, what):
-        chain = (_default_unit(shape, k, got["kernel"], got["bottleneck"], got["dropout"])
-                 if v is None else r.ops(v, shape, K=k, S=s, what=what))
+        if v is None:
+            chain = _default_unit(shape, k, got["kernel"], got["bottleneck"], got["dropout"])
+        else:  # the block's dropout follows every conv, as in the default unit
+            chain = []
+            for op in r.ops(v, shape, K=k, S=s, what=what):
+                chain.append(op)
+                if op.kind == "conv" and got["dropout"]:
+                    chain.append(ops.node("dropout", op.out_shape, op.out_shape,
+                                          p=got["dropout"]))
         u = _split(r, chain, what)
         if u.out_shape[0] != k:
             raise r.err(f"{what} ends with {u.out_shape[0]} channels, but the block's width "

@@ -38,6 +38,7 @@ network tiny {{
     bn {bn}
     {bottleneck}
     {dropout}
+    {unit}
   }}
   transition {{
     bn
@@ -62,11 +63,23 @@ network tiny {{
 def tiny_spec(tmp_path, name="tiny.clq", **kw):
     fields = dict(c0=4, n=3, k=3, topology="clique", stages=2, steps="all",
                   feature="x0 + last", transit="last", bn="per_stage", bottleneck="",
-                  attention="", scales="all", compression="", dropout="", tdropout="")
+                  attention="", scales="all", compression="", dropout="", tdropout="", unit="")
     fields.update(kw)
     path = tmp_path / name
     path.write_text(TINY.format(**fields))
     return path
+
+
+# units written in the spec (besides the default BN-ReLU-conv [bottleneck] one): residual with
+# a conv+bn projection of X_0, SE or CBAM inside a clique's unit, pre-activation with the
+# projection reading the pre-activated X_0
+UNITS = ["",
+         "merge add; unit { conv 3x3 K; bn; relu; conv 3x3 K; bn }; post { relu }",
+         "merge add; unit { conv 1x1 K + 1; bn; relu; conv 3x3 C; bn; relu; conv 1x1 K; bn; "
+         "se reduction 2 }; post { relu }",
+         "unit { bn; relu; conv 3x3 K; cbam reduction 2 }",
+         "merge add; unit { bn; relu; conv 3x3 K; bn; relu; conv 3x3 K; cbam reduction 1 }; "
+         "shortcut { conv 1x1 K }; shortcut_from pre; post { dropout 0.2 }"]
 
 
 @st.composite
@@ -89,11 +102,13 @@ def block_configs(draw):
     feature = draw(st.lists(st.sampled_from(sources), unique=True, min_size=1, max_size=3))
     transit = draw(st.lists(st.sampled_from(sources[1:]), unique=True, min_size=1, max_size=2))
     drop = draw(st.sampled_from(["", "dropout 0.3"]))
+    unit = draw(st.sampled_from(UNITS))
     return dict(n=n, k=draw(st.integers(1, 3)), stages=stages, steps=steps, topology=topology,
-                dropout=drop, tdropout=drop,
+                dropout="" if unit else drop, tdropout=drop, unit=unit,
                 feature=" + ".join(feature), transit=" + ".join(transit),
                 bn=draw(st.sampled_from(["per_stage", "shared"])),
-                bottleneck=draw(st.sampled_from(["", "bottleneck 2", "bottleneck 5"])),
+                bottleneck="" if unit else draw(st.sampled_from(["", "bottleneck 2",
+                                                                  "bottleneck 5"])),
                 attention=draw(st.sampled_from(["", "se reduction 2"])),
                 scales=draw(st.sampled_from(["all", "last", "[1]"])),
                 compression=draw(st.sampled_from(["", "bn relu conv 1x1 max(1, C // 2)"])))
@@ -208,7 +223,7 @@ def _untie(gm):
     g = untied.graph
     uses = {}
     for node in list(g.nodes):
-        if node.op == "get_attr" and ".w_" in node.target:
+        if node.op == "get_attr" and node.target.rsplit(".", 1)[1].startswith("w"):
             owner, leaf = node.target.rsplit(".", 1)
             for u, user in enumerate(list(node.users)):
                 name = f"{leaf}__use{u}"
@@ -224,12 +239,19 @@ def _untie(gm):
     return untied, uses
 
 
-def test_each_w_ij_gradient_is_the_sum_of_its_per_stage_contributions(tmp_path):
-    net = elaborate(tiny_spec(tmp_path, n=4, stages=3, bottleneck="bottleneck 3"))
+@pytest.mark.parametrize("unit", [dict(bottleneck="bottleneck 3"), dict(unit=UNITS[2]),
+                                  dict(unit=UNITS[3]), dict(unit=UNITS[4])])
+def test_each_w_ij_gradient_is_the_sum_of_its_per_stage_contributions(tmp_path, unit):
+    """Each W_ij, and each later conv of a layer's unit (wb_j ...), is one parameter read by
+    every stage: its gradient is the sum of what each reading contributes. Residual units
+    (merge add), SE and CBAM inside a clique's units included."""
+    net = elaborate(tiny_spec(tmp_path, n=4, stages=3, **unit))
     gm = lower(net).double()
     untied, uses = _untie(gm)
     x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    torch.manual_seed(0)  # the same dropout masks in both
     gm(x).square().sum().backward()
+    torch.manual_seed(0)
     untied(x).square().sum().backward()
     shared = 0
     for target, copies in uses.items():

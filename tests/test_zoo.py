@@ -78,3 +78,47 @@ def test_the_spec_has_the_references_parameters_and_flops(model):
     assert _shapes(gm, se) == sorted(_squeezed(s) if se else s for s in fix["shapes"])
     flops = sum(count_flops(gm, net.input_shape).values())
     assert abs(flops - fix["flops"]) <= 0.02 * fix["flops"], (flops, fix["flops"])
+
+
+# ---- what none of the references can say ------------------------------------------------------
+
+def _digits_run(tmp_path, spec, *sets):
+    from cliquegraph.cli import main
+    out = tmp_path / "run"
+    args = [a for name_value in sets for a in ("--set", name_value)]
+    assert main(["train", str(spec), "--train", "digits", "--out", str(out), "--device", "cpu",
+                 "--epochs", "3", "--threads", "1", *args]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return rows, torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+
+
+def test_a_resnet_whose_last_stage_is_a_two_stage_clique_trains_on_digits(tmp_path, capsys):
+    """resnet.clq with clique_last: the last stage's first unit strides and widens, then its
+    other units form a clique whose W_ij are read in Stage I and again in Stage II."""
+    spec = tmp_path / "resnet.clq"
+    spec.write_text((SPECS / "resnet.clq").read_text().replace("input 3x224x224",
+                                                               "input 1x32x32"))
+    sets = ("depth=34", "planes=4", "clique_last=true", "classes=10")
+    net = elaborate(spec, dict(s.split("=") for s in sets))
+    clique = net.blocks[-1]
+    assert (clique.topology, clique.stages, clique.merge, clique.layers) == ("clique", 2, "add", 2)
+    gm = cliquegraph.build(net)
+    reads = {n.target: len(n.users) for n in gm.graph.nodes if n.op == "get_attr"}
+    assert reads["block5.w_1_2"] == 2 and reads["block5.w_2_1"] == 1  # shared by both stages
+    assert "block5.g_s2_x2" in dict(gm.named_modules())  # Stage II's own BNs
+    rows, last = _digits_run(tmp_path, spec, *sets)
+    assert rows[-1]["test_loss"] < rows[0]["test_loss"] and rows[-1]["test_acc"] > 0.25  # chance is 0.1
+    assert "block5.w_2_1" in last["state_dict"]
+
+
+@pytest.mark.parametrize("attention", ["se", "cbam"])
+def test_a_cliquenet_with_attention_inside_its_units_trains_on_digits(tmp_path, capsys,
+                                                                      attention):
+    sets = ("k=6", "T=6", f"in_unit={attention}")
+    net = elaborate(SPECS / "cliquenet-cifar.clq", dict(s.split("=") for s in sets))
+    assert [op.kind for op in net.blocks[0].unit.body] == [attention, "dropout"] or \
+        [op.kind for op in net.blocks[0].unit.body] == ["dropout", attention]
+    rows, last = _digits_run(tmp_path, SPECS / "cliquenet-cifar.clq", *sets)
+    assert rows[-1]["test_loss"] < rows[0]["test_loss"] and rows[-1]["test_acc"] > 0.25  # chance is 0.1
+    # one attention module per layer, reused by both stages
+    assert sum(k.endswith("fc1.weight") and ".x" in k for k in last["state_dict"]) == 3 * 2
