@@ -42,15 +42,23 @@ ORIGINAL, FLOOR = "original_style", "conv_floor"
 
 def conv_shapes(net) -> list:
     """Every convolution the network runs, and its fc: (kind, input shape without the batch,
-    out channels, kernel, stride, padding, bias). Block updates as the schedule runs them."""
+    out channels, kernel, stride, padding, bias), and for a grouped conv its groups after
+    them. Block updates as the schedule runs them: each conv of the update's unit (the first
+    reading the update's inputs concatenated), then with merge add the shortcut's convs of
+    an update that reads X_0 through them."""
     from .schedule import schedule
     out = []
+
+    def conv(op, in_shape):
+        entry = ("conv", tuple(in_shape), op.out_shape[0], tuple(op.kernel), tuple(op.stride),
+                 tuple(op.padding), op.bias)
+        groups = getattr(op, "groups", 1)
+        out.append(entry + (groups,) if groups != 1 else entry)
 
     def ops(section):
         for op in section:
             if op.kind == "conv":
-                out.append((op.kind, tuple(op.in_shape), op.out_shape[0], tuple(op.kernel),
-                            tuple(op.stride), tuple(op.padding), op.bias))
+                conv(op, op.in_shape)
             elif op.kind == "fc":  # as a 1x1 conv with bias
                 out.append((op.kind, tuple(op.in_shape), op.out_shape[0], (1, 1), (1, 1),
                             (0, 0), True))
@@ -60,17 +68,17 @@ def conv_shapes(net) -> list:
             ops(part.ops)
             continue
         b = part.block
-        g, hw = b.graph, tuple(b.in_shape[1:])
-        mid = b.bottleneck or b.width
-        pad3 = (b.kernel[0] // 2, b.kernel[1] // 2)
+        g = b.graph
         for u in schedule(b).updates:
-            c_in = sum(g.nodes[l]["channels"] for l, _ in u.inputs)
-            kernel = tuple(g.edges[u.inputs[0][0], u.layer]["kernel"])
-            pad = (kernel[0] // 2, kernel[1] // 2)
-            out.append(("conv", (c_in,) + hw, mid, kernel, (1, 1), pad, False))
-            if b.bottleneck:
-                out.append(("conv", (b.bottleneck,) + hw, b.width, tuple(b.kernel), (1, 1),
-                            pad3, False))
+            srcs = [l for l, _ in u.inputs]
+            unit = b.unit_of(srcs)
+            c_in = sum(g.nodes[l]["channels"] for l in srcs)
+            for j, op in enumerate(unit.ops):
+                if op.kind == "conv":
+                    conv(op, (c_in,) + tuple(op.in_shape[1:]) if j == len(unit.pre)
+                         else op.in_shape)
+            if b.merge == "add" and 0 in srcs:
+                ops(b.shortcut)
     return out
 
 
@@ -82,17 +90,19 @@ class ConvFloor(nn.Module):
         super().__init__()
         self.shapes = conv_shapes(net)
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
-        for j, (kind, shape, c_out, kernel, _, _, bias) in enumerate(self.shapes):
-            w = torch.empty(c_out, shape[0], *(kernel if kind == "conv" else ()))
+        for j, (kind, shape, c_out, kernel, _, _, bias, *groups) in enumerate(self.shapes):
+            w = torch.empty(c_out, shape[0] // (groups or [1])[0],
+                            *(kernel if kind == "conv" else ()))
             self.weights.append(nn.Parameter(nn.init.kaiming_normal_(w)))
             self.biases.append(nn.Parameter(torch.zeros(c_out)) if bias else None)
             self.register_buffer(f"input{j}", torch.randn(batch, *shape))
 
     def forward(self, _x):
         total = 0
-        for j, (kind, _, _, _, stride, padding, _) in enumerate(self.shapes):
+        for j, (kind, _, _, _, stride, padding, _, *groups) in enumerate(self.shapes):
             x, w, b = getattr(self, f"input{j}"), self.weights[j], self.biases[j]
-            y = F.conv2d(x, w, b, stride, padding) if kind == "conv" else F.linear(x, w, b)
+            y = (F.conv2d(x, w, b, stride, padding, 1, (groups or [1])[0]) if kind == "conv"
+                 else F.linear(x, w, b))
             total = total + y.mean()
         return total
 

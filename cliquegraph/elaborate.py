@@ -574,10 +574,11 @@ class _Builder:
         if syntax is None:
             raise self.err(sp, op, f"unknown op {op.kind}")
         if syntax.on == "vector" and len(shape) == 3:
-            raise self.err(sp, op, f"{op.kind} needs a vector: put `pool global` before it")
+            raise self.err(sp, op, f"{op.kind} needs a vector: put `pool global` or `flatten` "
+                           "before it")
         if syntax.on == "map" and len(shape) != 3:
-            raise self.err(sp, op, f"{op.kind} needs a feature map, but `pool global` already "
-                           "made a vector")
+            raise self.err(sp, op, f"{op.kind} needs a feature map, but a `pool global` or "
+                           "`flatten` before it already made a vector")
         kind, out, fields = syntax.resolve(_OpRules(self, op, sp, shape, where), shape)
         return ops.node(kind, shape, out, **fields)
 

@@ -25,6 +25,10 @@ batch 4-64, DenseNet-40 and DenseNet-BC-100 at 16-64, S0 at 224x224, batch 2-4, 
 --no-memory-efficient (1.12-1.20, the high end); 1.05-1.14 against the README's S3 figures,
 batch 1-16. The runner's own peak on the README's main job (digits, batch 64) is 655-690 MiB
 against an estimate of 600: it also holds scikit-learn, the data and the evaluation.
+Residual networks (merge add, units written in the spec): the activations term is what the
+forward saves for backward (0.999-1.000: ResNet-20/50, PreAct-18, WRN, PyramidNet, ResNeXt-29),
+and the estimate 0.995-1.16 of the measured peak (ResNet-20 at batch 16-256, ResNet-56, WRN-16-4,
+PyramidNet-110, PreAct-18, ResNet-50 at 16).
 glibc keeps freed heap blocks resident, so the CPU figure adds CPU_HEAP_SLACK of the
 batch-sized memory to the tensors' own peak. The CUDA terms (fresh temporaries, autocast, the
 caching allocator) have not been measured: no GPU has been lent to the project yet.
@@ -260,16 +264,24 @@ class _Walk:
     def param(self, elems):
         self.largest_param = max(self.largest_param, elems)
 
-    def conv_unit(self, xs, hw, c_out, p, w_elems, keep_out=True, bn=True, multi_w=False):
-        """BN-ReLU-conv(-dropout) over the concatenation of xs (units.BNReLUConv)."""
-        x = sum(t.bytes for t in xs)
-        out = _Tensor(c_out * hw * self.act)
-        mask = c_out * hw if p else 0
-        uniforms = c_out * hw * 4 if p else 0
+    def weight(self, w_elems, multi_w=False):
+        """A block conv's weight: its gradient's temporary, and with multi_w the W_ij
+        concatenated, which the conv keeps for backward (batch-independent)."""
         grad_w = w_elems * self.p_bytes
         if multi_w:
-            self.wkept += grad_w                     # the W_ij concatenated, kept by the unit
+            self.wkept += grad_w
         self.wpeak = max(self.wpeak, self.wkept + grad_w)
+
+    def conv_unit(self, xs, hw, c_out, p, w_elems, keep_out=True, bn=True, multi_w=False,
+                  out_hw=None):
+        """BN-ReLU-conv(-dropout) over the concatenation of xs (units.BNReLUConv); hw is the
+        input's H*W, out_hw the output's where it differs (a conv without padding)."""
+        x = sum(t.bytes for t in xs)
+        o = c_out * (hw if out_hw is None else out_hw)
+        out = _Tensor(o * self.act)
+        mask = o if p else 0
+        uniforms = o * 4 if p else 0
+        self.weight(w_elems, multi_w)
         if bn:
             self.bn_channels += x // (hw * self.act)
         multi = len(xs) > 1
@@ -322,13 +334,17 @@ class _Walk:
         self.bwd(3 * x)
         return vec
 
-    def plain(self, op: ir.Op, t: _Tensor) -> _Tensor:
-        """One op of a stem, transition or head as its own module."""
+    def plain(self, op: ir.Op, t: _Tensor, stats=True, param=True) -> _Tensor:
+        """One op as its own module (or function). stats: count its running statistics
+        (False where a module called before owns them); param: its largest parameter (False
+        for a unit's first conv, whose weight is the W_ij concatenated)."""
         kind = KINDS[op.kind]
         n = math.prod(op.out_shape)
         out = _Tensor(n * self.act)
-        self.bn_channels += kind.stats(op)
-        self.param(kind.largest(op))
+        if stats:
+            self.bn_channels += kind.stats(op)
+        if param:
+            self.param(kind.largest(op))
         if kind.saves == "input":
             self.keep(t)                             # saved for its backward
         work = 0 if t.kept else t.bytes
@@ -368,11 +384,8 @@ class _Walk:
         return xs
 
     def block(self, b: ir.Block, x0: _Tensor):
-        g, n, k, mid = b.graph, b.layers, b.width, b.bottleneck
-        hw = b.in_shape[1] * b.in_shape[2]
-        value = k * hw * self.act
-        c_out = mid or k
-        wk = (1, 1) if mid else tuple(b.kernel)
+        g, n = b.graph, b.layers
+        value = b.width * math.prod(b.hw) * self.act
         for _, _, d in g.edges(data=True):
             self.param(d["out_channels"] * d["in_channels"] * d["kernel"][0] * d["kernel"][1])
         # the updates as schedule() orders them, counted per layer (a 1000-layer block with
@@ -383,23 +396,129 @@ class _Walk:
             stage1.append(([x0] if 0 in preds else []) +
                           [_Tensor(value, True)] * sum(1 for l in preds if 1 <= l < i))
             loop.append(sum(1 for l in preds if 1 <= l != i))
-        # during its backward about one stage of the block's layers has a gradient waiting for
-        # the layer's own update (the features' are charged by network())
-        self.pending += n * value
+        waiting = self.waiting(b, x0, value)
+        self.pending += waiting
+        seen = set()  # layers that have run: their modules other than BNs are counted
         for s in range(1, b.stages + 1):
             for i in range(1, b.updates(s) + 1):
                 xs = stage1[i - 1] if s == 1 else [_Tensor(value, True)] * loop[i - 1]
                 if not xs:
                     continue
                 bn = s <= 2 or b.bn != "shared"  # `bn shared`: one BN per layer for the loop
-                k_in = sum(t.bytes for t in xs) // (hw * self.act)
-                y = self.conv_unit(xs, hw, c_out, b.dropout, c_out * k_in * wk[0] * wk[1],
-                                   bn=bn, multi_w=len(xs) > 1)
-                if mid:
-                    w = k * mid * b.kernel[0] * b.kernel[1]
+                self.update(b, xs, x0 if s == 1 and xs[0] is x0 else None, bn, i not in seen)
+                seen.add(i)
+        self.pending -= waiting
+
+    def waiting(self, b: ir.Block, x0: _Tensor, value: int) -> int:
+        """The gradients of the block's values that wait, during its backward, for the
+        update that made them. merge cat: about one stage of the layers (calibrated).
+        merge add in one stage: at each update's backward, the values made before it and
+        read by it or after it (their gradients from the additions are there already: a
+        chain's is its input's, one layer), the largest such count."""
+        if b.merge != "add" or b.stages > 1:
+            return b.layers * value
+        from .topology import stage1_inputs
+        last = {}  # source -> the last update reading it
+        for i in range(1, b.layers + 1):
+            for l in stage1_inputs(b.graph, i):
+                last[l] = i
+        starts = [0] * (b.layers + 2)  # a difference array over updates 1..n
+        for l, i in last.items():
+            nbytes = x0.bytes if l == 0 else value
+            starts[l + 1] += nbytes
+            starts[i + 1] -= nbytes
+        live = peak = 0
+        for i in range(1, b.layers + 1):
+            live += starts[i]
+            peak = max(peak, live)
+        return peak
+
+    def update(self, b: ir.Block, xs, x0, bn: bool, first_run: bool):
+        """One update as lower.py builds it: its unit's ops over its inputs xs (x0: X_0 when
+        it reads it), each chain that fuse.py's `match` accepts as its lean unit (the unit's
+        first conv reading the inputs, with the W_ij concatenated when several; a bn relu
+        conv in the body reading the op before it), the others as plain ops; with merge add
+        then the additions of the inputs (X_0 through the shortcut ops where its shape
+        differs) and the post ops. bn: count the update's BN statistics (per stage, or the
+        loop's shared ones once); first_run: the layer's first update, which counts its
+        modules' other statistics (a cbam's BN, the shortcut's)."""
+        unit = b.unit_of([0] if x0 is not None else [])
+        first = len(unit.pre)
+        in_hw = math.prod(unit.first.in_shape[1:])
+        c_in = sum(t.bytes for t in xs) // (in_hw * self.act)
+        ops = list(unit.ops)
+        for j in range(first + 1):  # they see all the inputs (lower.py)
+            shape = (c_in,) + ops[j].in_shape[1:]
+            ops[j] = replace(ops[j], in_shape=shape,
+                             out_shape=shape if j < first else ops[j].out_shape)
+        # the shortcut reads the pre ops' output: their last node has two users, so no
+        # chain runs through it (fuse._chain)
+        shared_pre = (b.merge == "add" and x0 is not None and b.shortcut and first > 0
+                      and b.shortcut_from == "pre")
+
+        def fused(j):
+            m = match(ops[j:j + 4])
+            if m is None or m.unit != CONV_UNIT or \
+                    (shared_pre and j <= first - 1 < j + m.length - 1):
+                return None
+            return m
+
+        def kept_by_next(j):  # whether what op j reads is kept for backward by op j
+            if j == len(ops):  # the layer (kept, read by later updates) or the addition's
+                return b.merge != "add"
+            return fused(j) is not None or KINDS[ops[j].kind].saves == "input"
+
+        y, pre_out, j = list(xs), None, 0
+        while j < len(ops):
+            op, m = ops[j], fused(j)
+            if m:
+                conv = ops[j + 2]
+                w = KINDS["conv"].largest(conv)
+                if j + 2 != first:  # a body weight, the layer's (the W_ij are counted above)
                     self.param(w)
-                    self.conv_unit([y], hw, k, b.dropout, w, bn=bn)
-        self.pending -= n * value
+                nxt = j + m.length
+                y = [self.conv_unit(y, math.prod(op.in_shape[1:]), conv.out_shape[0], m.p, w,
+                                    keep_out=kept_by_next(nxt), bn=bn,
+                                    multi_w=j + 2 == first and len(y) > 1,
+                                    out_hw=math.prod(conv.out_shape[1:]))]
+                j = nxt
+                continue
+            if len(y) > 1:
+                y = [_Tensor(sum(t.bytes for t in y))]  # the concatenation
+            if op.kind == "conv":
+                self.weight(KINDS["conv"].largest(op), multi_w=j == first and len(xs) > 1)
+            y = [self.plain(op, y[0], stats=bn if op.kind == "bn" else first_run,
+                            param=j != first)]
+            if j == first - 1:
+                pre_out = y[0]
+            j += 1
+        out = y[0]
+        if b.merge == "add":
+            out = self.residual(b, out, xs, x0, pre_out, first_run)
+        self.keep(out)  # the layer X_i
+
+    def residual(self, b: ir.Block, y: _Tensor, xs, x0, pre_out, first_run) -> _Tensor:
+        """merge add: y plus each input (X_0 through the shortcut ops where its shape
+        differs, reading the pre ops' output with `shortcut_from pre`), then the post ops."""
+        terms = [y]
+        for t in xs:
+            if t is x0 and b.shortcut:
+                if b.shortcut_from == "pre" and pre_out is not None:
+                    # X_0's channels of it (a view when there are several inputs)
+                    t = pre_out if len(xs) == 1 else _Tensor(x0.bytes, pre_out.kept)
+                for op in b.shortcut:
+                    t = self.plain(op, t, stats=first_run)
+            terms.append(t)
+        out = terms[0]
+        for t in terms[1:]:
+            total = _Tensor(out.bytes)
+            self.fwd((0 if out.kept else out.bytes) + (0 if t.kept else t.bytes)
+                     + total.bytes)
+            self.bwd(2 * total.bytes)                # dL/dsum, an input's accumulated one
+            out = total
+        for op in b.post:
+            out = self.plain(op, out)
+        return out
 
     def network(self, net: ir.Network, channels_last: bool):
         act = self.act
@@ -409,10 +528,9 @@ class _Walk:
         if channels_last:
             x = _Tensor(x.bytes)                     # its NHWC copy
 
-        def values(b, sources):
-            hw = b.in_shape[1] * b.in_shape[2]
-            return [_Tensor((b.c0 if s == "x0" else b.layers * b.width) * hw * act, True)
-                    for s in sources]
+        def values(b, sources):  # at the layers' size (the block's input's / its stride)
+            hw = math.prod(b.hw)
+            return [_Tensor(b.channels_of((s,)) * hw * act, True) for s in sources]
 
         # the heads' backward runs first: the gradients of each block's feature then wait
         # for that block's backward

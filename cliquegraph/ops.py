@@ -8,8 +8,8 @@ reference, render and estimate all read this table instead of testing `op.kind` 
 Adding a kind is one entry here plus its line in grammars/clq.lark.
 
 Kinds are the IR's; a written op (`Syntax.word`, the AST's kind) may resolve to several, as
-`pool` does to maxpool, avgpool and gpool. `scales` is a head statement, not an op, and stays
-with the head.
+`pool` does to maxpool, avgpool, apool (adaptive) and gpool. `scales` is a head statement, not
+an op, and stays with the head.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ class Conv(Op):
 
 @dataclass(frozen=True)
 class Pool(Op):
-    """maxpool and avgpool (gpool has no operands)."""
+    """maxpool, avgpool and apool (`pool adaptive HxW`: `kernel` is then its output size, and
+    stride and padding stay (1, 1) and (0, 0)); gpool has no operands."""
     kernel: tuple = (1, 1)
     stride: tuple = (1, 1)
     padding: tuple = (0, 0)
@@ -77,7 +78,8 @@ class Dropout(Op):
 
 @dataclass(frozen=True)
 class SE(Op):
-    hidden: int = 0          # width of the squeeze
+    """se and cbam: `hidden` is the width of the squeeze (of cbam's channel-gate MLP)."""
+    hidden: int = 0
 
 
 def node(kind: str, in_shape, out_shape, **fields) -> Op:
@@ -194,6 +196,9 @@ def _pool_parse(c, tf):
     args = {"mode": tf.token_name(c[0])}
     if c[1] is not None:
         args["kernel"] = c[1]
+    elif mode == "adaptive":
+        raise tf.error("`pool adaptive` needs its output size, e.g. `pool adaptive 1` or "
+                       "`pool adaptive 7x7`", c[0])
     elif mode != "global":
         raise tf.error(f"`pool {mode}` needs a kernel size, e.g. `pool {mode} 2`", c[0])
     return _with_opts(args, c[2:])
@@ -349,9 +354,11 @@ _TABLE = (
                         **_one("cbam reduction", "reduction")),
          lambda op: units.CBAM(op.in_shape[0], op.hidden), _cbam_reference,
          lambda op: f"CBAM {op.in_shape[0]}→{op.hidden}→{op.in_shape[0]}", node=SE,
-         params=lambda op: 2 * op.in_shape[0] * op.hidden + op.hidden + op.in_shape[0] + 100,
+         params=lambda op: (2 * op.in_shape[0] * op.hidden + op.hidden + op.in_shape[0]
+                            + 2 * 7 * 7 + 2),  # the MLP; the spatial gate's conv and BN
          largest=lambda op: op.in_shape[0] * op.hidden, saves="input", scratch=True,
-         stats=lambda op: 1),
+         kept=4, stats=lambda op: 1),  # kept: the channel-gated map (fp32), which the spatial
+                                       # gate's max, mean and product keep for backward
     Kind("fc", Syntax("fc", "fc", resolve=_fc_resolve, on="vector", **_one("fc", "out")),
          lambda op: nn.Linear(op.in_shape[0], op.out_shape[0]),
          lambda op, get, x, training: F.linear(x, get("weight"), get("bias")),

@@ -177,3 +177,59 @@ def test_a_workers_peak_is_its_own_not_its_large_parents():
                          check=True).stdout
     del ballast
     assert float(out) < 400
+
+
+def test_conv_floor_lists_the_convs_of_each_update_s_unit():
+    """Cat blocks: the first conv reads the update's inputs (the W_ij concatenated), then the
+    bottleneck unit's 3x3; as before units were written in specs."""
+    from cliquegraph.schedule import schedule
+    net = elaborate(CIFAR, {"k": "4", "T": "12", "bottleneck": "true"})
+    b = net.blocks[0]
+    hw = tuple(b.in_shape[1:])
+    want = []
+    for u in schedule(b).updates:
+        c_in = sum(b.graph.nodes[l]["channels"] for l, _ in u.inputs)
+        want += [("conv", (c_in,) + hw, 4, (1, 1), (1, 1), (0, 0), False),
+                 ("conv", (4,) + hw, 4, (3, 3), (1, 1), (1, 1), False)]
+    shapes = bench.conv_shapes(net)
+    assert shapes[1:1 + len(want)] == want  # after the stem's conv
+
+
+@pytest.mark.parametrize("spec", ["resnet-cifar.clq", "preact-resnet.clq", "resnext-cifar.clq",
+                                  "pyramidnet-cifar.clq"])
+def test_conv_floor_runs_the_convs_the_lowering_runs(spec):
+    """Residual units as written (strided first convs, grouped convs) and the shortcuts'
+    convs: the same convs, with the same outputs, strides and groups, as the unfused
+    lowering's graph."""
+    import torch
+    from torch import nn
+    from cliquegraph.lower import lower
+    net = elaborate(SPECS / spec)
+    with torch.device("meta"):
+        gm = lower(net, fused=False)
+    runs = []
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target is torch.conv2d:
+            runs.append(("conv", n.meta["op"].out_shape[0], tuple(n.args[3]), n.args[6]))
+        elif n.op == "call_module":
+            m = gm.get_submodule(n.target)
+            if isinstance(m, nn.Conv2d):
+                runs.append(("conv", m.out_channels, tuple(m.stride), m.groups))
+            elif isinstance(m, nn.Linear):
+                runs.append(("fc", m.out_features, (1, 1), 1))
+    listed = [(s[0], s[2], s[4], s[7] if len(s) > 7 else 1) for s in bench.conv_shapes(net)]
+    assert sorted(listed) == sorted(runs)
+
+
+def test_conv_floor_runs_grouped_convs():
+    """ResNeXt's grouped 3x3s: the floor's weights are the network's convs' and fc's, all
+    its parameters but the BNs' (as many as their running statistics)."""
+    import torch
+    from cliquegraph.lower import lower
+    net = elaborate(SPECS / "resnext-cifar.clq")
+    floor = bench.ConvFloor(net, 1)
+    assert any(len(s) == 8 and s[7] > 1 for s in floor.shapes)
+    floor(None).backward()
+    with torch.device("meta"):
+        bn = sum(t.numel() for name, t in lower(net).named_buffers() if "running" in name)
+    assert sum(p.numel() for p in floor.parameters()) == count_params(net) - bn

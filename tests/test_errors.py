@@ -109,8 +109,9 @@ def test_extends_an_unknown_network(tmp_path):
     (network(blocks="layers 3; width 4; topology erdos_renyi(p = §2)"), "p is a probability"),
     (network(input="§3x32"), "input must be CxHxW"),
     (network(stem="conv §3x3x3 16"), "kernel must be N or NxM"),
-    (network(head="§fc 10; pool global"), "fc needs a vector"),
+    (network(head="§fc 10; pool global"), "fc needs a vector: put `pool global` or `flatten`"),
     (network(head="pool global; §conv 1x1 4"), "conv needs a feature map"),
+    (network(head="flatten; §pool max 2; fc 4"), "a `pool global` or `flatten` before it"),
     (network(stem="§scales all"), "`scales` belongs in the head"),
     (network(head="bn; pool global; §scales clique"), "scales is all, last or a list"),
 ))
