@@ -68,6 +68,13 @@ class Call:  # floor(x), len(widths), watts_strogatz(k = 2, p = 0.3, seed = 1)
 
 
 @dataclass(frozen=True)
+class Index:  # widths[B - 1]
+    base: "Expr"
+    index: "Expr"
+    pos: Optional[Pos] = _pos()
+
+
+@dataclass(frozen=True)
 class BinOp:  # + - * / // % == != < <= > >= and or
     op: str
     left: "Expr"
@@ -104,7 +111,7 @@ class EdgeList:  # edges { 0 -> 1, 1 <-> 2 }: a topology, so a value like clique
     pos: Optional[Pos] = _pos()
 
 
-Expr = Union[Num, Dims, Bool, Name, List, Call, BinOp, Unary, IfElse, EdgeList]
+Expr = Union[Num, Dims, Bool, Name, List, Call, Index, BinOp, Unary, IfElse, EdgeList]
 
 
 # ---- statements -------------------------------------------------------------------------------
@@ -135,6 +142,12 @@ class Op:
             if key == name:
                 return value
         return default
+
+
+@dataclass(frozen=True)
+class Path:  # one path of a `branches` op: its ops
+    ops: tuple
+    pos: Optional[Pos] = _pos()
 
 
 @dataclass(frozen=True)

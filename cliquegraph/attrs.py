@@ -30,6 +30,7 @@ class Attr:
     default: object
     resolve: Callable
     ops: bool = False          # written `name { ops }` (resolve gets the ops, unresolved)
+    none: bool = False         # an ops attribute also written `name none`
 
 
 def _steps(r, v, got):
@@ -91,7 +92,12 @@ def _default_unit(shape, k, kernel, bottleneck, p):
 
 
 def _split(r, chain, what):
-    first = next((j for j, op in enumerate(chain) if op.kind == "conv"), None)
+    """The unit's ops split at its first conv (the W_ij). A unit that starts with branches
+    has none: its edges pass each layer's one input on (elaborate checks that it is one)."""
+    first = next((j for j, op in enumerate(chain) if op.kind in ("conv", "branches")), None)
+    if first is not None and chain[first].kind == "branches" and all(
+            op.kind in _PER_CHANNEL for op in chain[:first]):
+        return ir.Unit((), None, tuple(chain))
     if first is None:
         raise r.err(f"{what} has no conv", "a unit's first conv holds the W_ij, one per edge")
     for op in chain[:first]:
@@ -99,9 +105,6 @@ def _split(r, chain, what):
             raise r.err(f"{what} has {op.kind} before its first conv", "before the first conv "
                         "only per-channel ops (bn, activations, dropout): they see the update's "
                         "inputs concatenated")
-    if getattr(chain[first], "groups", 1) != 1:
-        raise r.err(f"{what}'s first conv has groups {chain[first].groups}", "the first conv "
-                    "holds the W_ij, one per edge: group a later conv")
     return ir.Unit(tuple(chain[:first]), chain[first], tuple(chain[first + 1:]))
 
 
@@ -141,11 +144,6 @@ def _unit(r, v, got):
     if stride == 1 and unit0.out_shape[1:] != r.shape[1:]:
         raise r.err(f"block {r.block}'s unit changes the size of its input without a stride",
                     "write `stride N` in the block and stride the unit's conv by S")
-    if [(op.kind, op.params()) for op in unit0.body] != \
-            [(op.kind, op.params()) for op in unit.body]:
-        raise r.err(f"block {r.block}'s unit after its first conv depends on its input",
-                    "every update of a layer runs the same ops after the first conv (their "
-                    "weights are the layer's)")
     return {"unit": unit, "unit0": unit0}
 
 
@@ -153,8 +151,10 @@ def _shortcut(r, v, got):
     """merge add: the ops of an X_0 edge whose shape differs from the layers'."""
     layer = (got["width"],) + got["unit0"].out_shape[1:]
     if got["merge"] != "add" or tuple(r.shape) == layer:
-        return {"shortcut": ()}
+        return {"shortcut": (), "add_x0": True}
     what = f"block {r.block}'s shortcut"
+    if v == Sym("none"):  # MobileNet: a unit that changes the shape adds no residual
+        return {"shortcut": (), "add_x0": False}
     if v is None:
         c, hw = r.shape[0], layer[1:]
         s = (got["stride"],) * 2
@@ -166,7 +166,7 @@ def _shortcut(r, v, got):
     if out != layer:
         raise r.err(f"{what} makes {out} of X_0 {tuple(r.shape)}, a layer is {layer}",
                     "end it with K channels at the layers' size, e.g. conv 1x1 K stride S")
-    return {"shortcut": tuple(chain)}
+    return {"shortcut": tuple(chain), "add_x0": True}
 
 
 def _post(r, v, got):
@@ -208,7 +208,7 @@ _TABLE = (
     Attr("stride", 1, lambda r, v, got: {"stride": r.whole(v, "stride", 1, r.limit("kernel"))}),
     Attr("unit", None, _unit, ops=True),
     Attr("shortcut_from", Sym("input"), _shortcut_from),
-    Attr("shortcut", None, _shortcut, ops=True),
+    Attr("shortcut", None, _shortcut, ops=True, none=True),
     Attr("post", (), _post, ops=True),
     Attr("feature", Policy(("x0", "last")), lambda r, v, got: {
         "feature": r.policy("feature", v, got["stages"])}),

@@ -59,6 +59,8 @@ def conv_shapes(net) -> list:
         for op in section:
             if op.kind == "conv":
                 conv(op, op.in_shape)
+            elif op.kind == "branches":
+                ops(op.leaves())
             elif op.kind == "fc":  # as a 1x1 conv with bias
                 out.append((op.kind, tuple(op.in_shape), op.out_shape[0], (1, 1), (1, 1),
                             (0, 0), True))
@@ -77,6 +79,8 @@ def conv_shapes(net) -> list:
                 if op.kind == "conv":
                     conv(op, (c_in,) + tuple(op.in_shape[1:]) if j == len(unit.pre)
                          else op.in_shape)
+                elif op.kind == "branches":
+                    ops(op.leaves())
             if b.merge == "add" and 0 in srcs:
                 ops(b.shortcut)
     return out

@@ -248,9 +248,21 @@ class _OpRules:
     def opt_pair(self, name, default, lo):
         return self.pair(name, name, lo, LIMITS["size"]) if self.has(name) else default
 
-    def prob(self, name):
+    def prob(self, name, what="dropout"):
         v, node = self._arg(name)
-        return self.b.prob(v, self.sp, node)
+        return self.b.prob(v, self.sp, node, what)
+
+    def ops(self, body, shape, what):
+        """Ops written inside this op (a path of branches), resolved from `shape`."""
+        return self.b.ops(self.sp, body, shape, f"{self.where}, {what}")[0]
+
+    def word(self, name, allowed, what):
+        """An operand written as one of the words `allowed` (`act silu`)."""
+        node = self.op.arg(name)
+        if node.id not in allowed:
+            raise self.b.err(self.sp, node, f"{what} is one of {', '.join(allowed)}, got "
+                             f"{node.id!r}", did_you_mean(node.id, allowed))
+        return node.id
 
     def spatial(self, shape, kern, stride, padding, what):
         return self.b.spatial(shape, kern, stride, padding, self.sp, self.op, self.where, what)
@@ -405,6 +417,7 @@ class _Builder:
                 ops, shape = self.ops(trans[1], trans[0].ops, t_in, f"transition {b}")
                 transitions.append(ops)
         self.scope = {}
+        blocks = _stochastic_depth(blocks)
         scales, head_scale, head_ops = self.head(*head, blocks)
         net = ir.Network(
             name=self.main.name, path=self.lineage[-1][1].path, text=self.lineage[-1][1].text,
@@ -476,11 +489,45 @@ class _Builder:
         if self.n_edges > topology.MAX_EDGES:
             raise self.err(sp, where, f"with block {b} the network has {self.n_edges:,} W_ij, "
                            f"past the limit of {topology.MAX_EDGES:,}")
-        first = got["unit"].first
-        graph = topology.block_graph(edges, n, c0, got["width"], first.kernel,
-                                     first.out_shape[0])
+        first, first0 = got["unit"].first, got["unit0"].first
+        if (first is None) != (first0 is None):
+            raise self.err(sp, where, f"block {b}'s unit starts with a conv for some updates "
+                           "and with branches for others", "start it the same way whatever "
+                           "S and C are")
+        if first is None:  # a unit without a first conv: no W_ij
+            graph = topology.block_graph(edges, n, c0, got["width"], None, 0)
+        else:
+            graph = topology.block_graph(edges, n, c0, got["width"], first.kernel,
+                                         first.out_shape[0], first0.groups, first.groups,
+                                         first0.out_shape[0])
+        grouped = (1, 1) if first is None else (first0.groups, first.groups)
         for i in range(1, n + 1):
             ins = topology.stage1_inputs(graph, i)
+            loop = topology.loop_inputs(graph, i, n) if got["stages"] > 1 else []
+            if first is None and max(len(ins), len(loop)) > 1:
+                raise self.err(sp, where, f"block {b}'s unit starts with branches, not a conv, "
+                               f"and X_{i} reads several inputs", "the unit's first conv holds "
+                               "the W_ij, one per input: start the unit with a conv, or use a "
+                               "topology where each layer reads one input (chain)")
+            if 0 in ins and loop and [(op.kind, op.params()) for op in got["unit0"].body] != \
+                    [(op.kind, op.params()) for op in got["unit"].body]:
+                raise self.err(sp, where,
+                               f"block {b}'s unit after its first conv depends on its input, "
+                               f"and X_{i} reads X_0 in Stage I but not in the later stages",
+                               "every update of a layer runs the same ops after the first conv "
+                               "(their weights are the layer's): make them independent of C")
+            if 0 in ins and len(ins) > 1 and first is not None and \
+                    first0.out_shape[0] != first.out_shape[0]:
+                raise self.err(sp, where, f"block {b}'s unit's first conv makes "
+                               f"{got['unit0'].first.out_shape[0]} channels of X_0 and "
+                               f"{first.out_shape[0]} of a layer, and X_{i} reads both",
+                               "the W_ij of an update are one conv: make its width "
+                               "independent of C (e.g. a multiple of K)")
+            if grouped != (1, 1) and max(len(ins), len(loop)) > 1:
+                raise self.err(sp, where, f"block {b}'s unit has a grouped first conv, and "
+                               f"X_{i} reads several inputs", "the first conv holds the W_ij, "
+                               "one per input, concatenated along its input channels: group a "
+                               "later conv, or use a topology where each layer reads one input")
             if not ins:
                 raise self.err(sp, where, f"in block {b}, layer X_{i} has no input in Stage I",
                                f"give it an edge from X_0..X_{i - 1}, e.g. {i - 1} -> {i}")
@@ -492,9 +539,9 @@ class _Builder:
                                "one, or downsample in the transition")
         return {"graph": graph, "topology": topo_name}
 
-    def prob(self, v, sp, node):
+    def prob(self, v, sp, node, what="dropout"):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-            raise self.err(sp, node, f"dropout is a probability in [0, 1), got {show(v)}")
+            raise self.err(sp, node, f"{what} is a probability in [0, 1), got {show(v)}")
         return float(v)
 
     def policy(self, what, got, stages):
@@ -685,6 +732,27 @@ def count_params(net: ir.Network) -> int:
                for p in ir.parts(net))
 
 
+def _stochastic_depth(blocks):
+    """`droppath P linear` in units: each layer's rate, P * u / N, u counting from 0 over the
+    N layers of the network whose unit has one, block by block (torchvision's EfficientNet)."""
+    def linear(b):
+        return any(op.kind == "droppath" and op.linear for op in b.unit.body + b.unit0.body)
+
+    total = sum(b.layers for b in blocks if linear(b))
+    out, u = [], 0
+    for b in blocks:
+        if linear(b):
+            def fill(unit, first=u, n=b.layers):
+                return dataclasses.replace(unit, body=tuple(
+                    dataclasses.replace(op, rates=tuple(op.p * v / total
+                                                        for v in range(first, first + n)))
+                    if op.kind == "droppath" and op.linear else op for op in unit.body))
+            b = dataclasses.replace(b, unit=fill(b.unit), unit0=fill(b.unit0))
+            u += b.layers
+        out.append(b)
+    return out
+
+
 def block_params(b: ir.Block) -> int:
     """Each W_ij that some update reads, once; per layer its unit's other weights (and the
     shortcut ops of its edge from X_0); a BatchNorm per (stage, update), or one per layer for
@@ -705,7 +773,7 @@ def block_params(b: ir.Block) -> int:
         unit = b.unit_of(ins)
         total += bns(unit, sum(g.nodes[l]["channels"] for l in ins))
         total += sum(op.params() for op in unit.body if op.kind != "bn")
-        total += unit.first.out_shape[0] if unit.first.bias else 0
+        total += unit.first.out_shape[0] if unit.first is not None and unit.first.bias else 0
         if 0 in ins:
             total += sum(op.params() for op in b.shortcut)
         ins = topology.loop_inputs(g, i, n)
@@ -714,5 +782,5 @@ def block_params(b: ir.Block) -> int:
             used.update((l, i) for l in ins)
             total += (1 if b.bn == "shared" else updates) * bns(b.unit, len(ins) * b.width)
     convs = sum(d["out_channels"] * d["in_channels"] * d["kernel"][0] * d["kernel"][1]
-                for u, v, d in g.edges(data=True) if (u, v) in used)
+                for u, v, d in g.edges(data=True) if (u, v) in used and d["kernel"])
     return convs + total

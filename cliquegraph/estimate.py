@@ -387,7 +387,9 @@ class _Walk:
         g, n = b.graph, b.layers
         value = b.width * math.prod(b.hw) * self.act
         for _, _, d in g.edges(data=True):
-            self.param(d["out_channels"] * d["in_channels"] * d["kernel"][0] * d["kernel"][1])
+            if d["kernel"] is not None:
+                self.param(d["out_channels"] * d["in_channels"] * d["kernel"][0] *
+                           d["kernel"][1])
         # the updates as schedule() orders them, counted per layer (a 1000-layer block with
         # 16 stages is 16,000 updates: no input lists)
         stage1, loop = [], []
@@ -443,10 +445,11 @@ class _Walk:
         loop's shared ones once); first_run: the layer's first update, which counts its
         modules' other statistics (a cbam's BN, the shortcut's)."""
         unit = b.unit_of([0] if x0 is not None else [])
-        first = len(unit.pre)
-        in_hw = math.prod(unit.first.in_shape[1:])
-        c_in = sum(t.bytes for t in xs) // (in_hw * self.act)
+        # a unit that starts with branches has no first conv and reads one input as it is
+        first = len(unit.pre) if unit.first is not None else -1
         ops = list(unit.ops)
+        in_hw = math.prod(ops[0].in_shape[1:])
+        c_in = sum(t.bytes for t in xs) // (in_hw * self.act)
         for j in range(first + 1):  # they see all the inputs (lower.py)
             shape = (c_in,) + ops[j].in_shape[1:]
             ops[j] = replace(ops[j], in_shape=shape,
@@ -502,6 +505,8 @@ class _Walk:
         differs, reading the pre ops' output with `shortcut_from pre`), then the post ops."""
         terms = [y]
         for t in xs:
+            if t is x0 and not b.add_x0:
+                continue
             if t is x0 and b.shortcut:
                 if b.shortcut_from == "pre" and pre_out is not None:
                     # X_0's channels of it (a view when there are several inputs)

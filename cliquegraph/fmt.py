@@ -13,11 +13,14 @@ from .parse import keywords
 
 # binding strength of each expression form: higher binds tighter
 _LEVEL = {"ifelse": 0, "or": 1, "and": 2, "not": 3, "cmp": 4, "+": 5, "-": 5,
-          "*": 6, "/": 6, "//": 6, "%": 6, "neg": 7, "atom": 8}
+          "*": 6, "/": 6, "//": 6, "%": 6, "neg": 7, "postfix": 8,
+          "atom": 9}
 _CMP = {"==", "!=", "<", "<=", ">", ">="}
 
 
 def _level(e) -> int:
+    if isinstance(e, ast.Index):
+        return _LEVEL["postfix"]
     if isinstance(e, ast.IfElse):
         return 0
     if isinstance(e, ast.BinOp):
@@ -56,6 +59,8 @@ def _expr(e) -> str:
     if isinstance(e, ast.Call):
         args = [(f"{a.name} = " if a.name else "") + expr(a.value) for a in e.args]
         return f"{e.func}(" + ", ".join(args) + ")"
+    if isinstance(e, ast.Index):
+        return f"{expr(e.base, _LEVEL['postfix'])}[{expr(e.index)}]"
     if isinstance(e, ast.Unary):
         if e.op == "-":
             return "-" + expr(e.operand, _LEVEL["neg"])
@@ -215,6 +220,11 @@ def _attr(p, a, indent):
 def _op(p, o, indent):
     if isinstance(o, ast.If):
         _if(p, o, indent, lambda c, ind: _op(p, c, ind))
+        return
+    if o.kind == "branches":  # a block of paths, each a block of ops
+        opener = "branches split" if o.arg("split") is not None else "branches"
+        p.block(o, indent, opener, o.arg("paths"), lambda path, ind: p.block(
+            path, ind, "path", path.ops, lambda c, i: _op(p, c, i)))
         return
     p.emit(o, indent, lambda: p.line(indent, op_text(o)))
 

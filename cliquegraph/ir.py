@@ -31,12 +31,12 @@ class Unit:
     the ops after it, belongs to the layer: each weight once per layer, reused in every
     stage; a BN in it is per stage as the pre BN is (or shared by the loop stages)."""
     pre: tuple
-    first: Op
+    first: Optional[Op]        # None: the unit starts with branches and has no W_ij
     body: tuple
 
     @property
     def ops(self) -> tuple:
-        return self.pre + (self.first,) + self.body
+        return self.pre + ((self.first,) if self.first is not None else ()) + self.body
 
     @property
     def out_shape(self) -> tuple:
@@ -68,6 +68,19 @@ class Block:
     shortcut_from: str         # input | pre: what the shortcut ops read (pre: X_0 after the
                                # unit's pre ops, as pre-activation ResNets project)
     post: tuple                # merge add: the ops after the addition (post-activation relu)
+    add_x0: bool = True        # merge add: whether an update reading X_0 adds it (False:
+                               # `shortcut none` where X_0's shape differs, as MobileNet)
+
+    def added(self, layer: int) -> bool:
+        """merge add: whether an update adds its input X_layer to its unit's output."""
+        return layer != 0 or self.add_x0
+
+    def runs(self, op, inputs) -> bool:
+        """Whether an update reading `inputs` runs `op` of its unit: all but a droppath where
+        the update adds nothing to the unit's output (stochastic depth drops a residual
+        branch; with no residual it would drop the layer itself)."""
+        return op.kind != "droppath" or (
+            self.merge == "add" and any(self.added(l) for l in inputs))
 
     @property
     def c0(self) -> int:

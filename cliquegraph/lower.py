@@ -61,10 +61,37 @@ class _Lowering:
         for j, op in enumerate(ops):
             name = names.op(op.kind, j)
             holder.add_module(name, op_module(op))
+            if op.kind == "branches":
+                x = self.branches(part, names.key(container, name), op, x,
+                                  names.node(container, name))
+                continue
             x = self.node(part, "call_module", names.key(container, name), (x,),
                           name=names.node(container, name), op=op)
             x.meta["weight_node"] = names.section_weight_node(container, j)
         return x
+
+    def branches(self, part, target, op, x, node_name):
+        """A branches op inline, so that gm.code shows its paths: each path's ops as nodes
+        calling the modules under `target` (units.Branches made them), then the
+        concatenation, which is the node `node_name`."""
+        outs = []
+        for k, path in enumerate(op.paths):
+            y = x
+            if op.split:
+                width = op.in_shape[0] // len(op.paths)
+                y = self.node(part, "call_method", "narrow", (x, 1, k * width, width),
+                              name=f"{node_name}_p{k}")
+            for j, o in enumerate(path):
+                child = names.branch_op(k, o.kind, j)
+                if o.kind == "branches":
+                    y = self.branches(part, names.key(target, child), o, y,
+                                      f"{node_name}_{child}")
+                    continue
+                y = self.node(part, "call_module", names.key(target, child), (y,), op=o,
+                              name=f"{node_name}_{child}")
+                y.meta["weight_node"] = f"{node_name}_{child}_weight"
+            outs.append(y)
+        return self.node(part, "call_function", torch.cat, (outs, 1), name=node_name)
 
     def block(self, b: ir.Block, x):
         part, tag = names.block(b.index), names.block_tag(b.index)
@@ -72,6 +99,8 @@ class _Lowering:
         setattr(self.root, part, mod)
         g = b.graph
         for i, j, d in g.edges(data=True):
+            if d["kernel"] is None:  # a unit without a first conv: the edge has no W_ij
+                continue
             kh, kw = d["kernel"]
             mod.register_parameter(names.weight(i, j), nn.Parameter(
                 torch.empty(d["out_channels"], d["in_channels"], kh, kw)))
@@ -102,29 +131,35 @@ class _Lowering:
             # X_i^(s) = g(sum_l W_li * X_l) [+ shortcuts, then post]: the node holding it
             # gets the paper's name, b1_x3_s2
             y = self.cat(part, names.input_node(b.index, i, s), [values[v] for v in u.inputs])
-            last = len(unit.ops) - 1 if b.merge == "cat" and not b.post else None
+            adds = b.merge == "add" and any(b.added(l) for l in srcs)
+            run = [j for j, op in enumerate(unit.ops) if b.runs(op, srcs)]
+            last = run[-1] if not adds and not b.post else None
             n_bn = n_conv = 0
             pre_out = y
+            first = len(unit.pre) if unit.first is not None else None
             for j, op in enumerate(unit.ops):
-                if j < len(unit.pre) or j == len(unit.pre):  # they see all the inputs
+                if j not in run:
+                    continue
+                op = op.for_layer(i)
+                if first is not None and j <= first:  # they see all the inputs
                     shape = (c_in,) + op.in_shape[1:]
                     op = dataclasses.replace(op, in_shape=shape, out_shape=shape if
                                              j < len(unit.pre) else op.out_shape)
                 name = final if j == last else names.unit_op_node(final, names.op(op.kind, j))
                 if op.kind == "bn":
                     target = owned(names.unit_bn(n_bn, s, i, b.bn), None,
-                                   lambda op=op: nn.BatchNorm2d(op.in_shape[0]))
+                                   lambda op=op: op_module(op))
                     y = self.node(part, "call_module", names.key(part, target), (y,), op=op,
                                   name=name)
                     n_bn += 1
                 elif op.kind == "conv":
-                    if j == len(unit.pre):
+                    if j == first:
                         weight = self.cat(part, names.update_weights_node(b.index, i, s),
                                           [w(names.weight(l, i)) for l in srcs])
                     else:
                         n_conv += 1
                         weight = w(owned(names.unit_weight(n_conv, i), (
-                            op.out_shape[0], op.in_shape[0] // getattr(op, "groups", 1), *op.kernel)))
+                            op.out_shape[0], op.in_shape[0] // op.groups, *op.kernel)))
                     bias = w(owned(names.unit_bias(n_conv, i), (op.out_shape[0],))) \
                         if op.bias else None
                     y = self.node(part, "call_function", torch.conv2d,
@@ -132,6 +167,10 @@ class _Lowering:
                                    getattr(op, "groups", 1)), op=op, name=name)
                 elif op.kind == "relu":
                     y = self.node(part, "call_function", torch.relu, (y,), op=op, name=name)
+                elif op.kind == "branches":
+                    target = owned(names.unit_module(i, op.kind, j), None,
+                                   lambda op=op: op_module(op))
+                    y = self.branches(part, names.key(part, target), op, y, name)
                 else:
                     target = owned(names.unit_module(i, op.kind, j), None,
                                    lambda op=op: op_module(op))
@@ -154,6 +193,8 @@ class _Lowering:
         terms = [y]
         for l, st in u.inputs:
             v = values[(l, st)]
+            if not b.added(l):
+                continue
             if l == 0 and b.shortcut:
                 container = names.shortcut(0, i)
                 if b.shortcut_from == "pre" and pre_out is not values[(0, 1)]:

@@ -97,6 +97,11 @@ def bottleneck_unit(stage: int, i: int, bn: str = "per_stage") -> str:
     return unit_bn(1, stage, i, bn)
 
 
+def branch_op(path: int, kind: str, j: int) -> str:
+    """The j-th op of path `path` of a branches op, inside its module: p1_conv0."""
+    return f"p{path}_{op(kind, j)}"
+
+
 def unit_module(j: int, kind: str, index: int) -> str:
     """An op of layer j's unit other than a BN or conv, at `index` in the unit: x3_se5."""
     return f"x{j}_{op(kind, index)}"

@@ -323,10 +323,12 @@ class _ToAst(Transformer):
                              did_you_mean(name, list(ATTRS))
                              or f"a block attribute is one of {', '.join(ATTRS)}")
         takes_ops = ATTRS[name].ops
-        if isinstance(c[1], tuple) != takes_ops:
-            raise self.error(f"{name} takes " + (f"ops in braces: `{name} {{ ... }}`" if takes_ops
-                                                 else "a value, not ops in braces"), c[0])
-        if takes_ops:
+        none = (ATTRS[name].none and isinstance(c[1], ast.Name) and c[1].id == "none")
+        if isinstance(c[1], tuple) != takes_ops and not none:
+            raise self.error(f"{name} takes " + (f"ops in braces: `{name} {{ ... }}`" + (
+                f" or `{name} none`" if ATTRS[name].none else "") if takes_ops
+                else "a value, not ops in braces"), c[0])
+        if takes_ops and not none:
             return ast.Attr(name, None, _pos(meta), ops=c[1])
         return ast.Attr(name, c[1], _pos(meta))
 
@@ -357,6 +359,22 @@ class _ToAst(Transformer):
 
     def bias(self, meta, c):
         return ("bias", ast.Bool(True))
+
+    def ceil(self, meta, c):
+        return ("ceil", ast.Bool(True))
+
+    def branch(self, meta, c):  # a `path { ... }` (self.path is the file's)
+        return ast.Path(c[0], _pos(meta))
+
+    def _option(name):
+        def method(self, meta, c):
+            return (name, c[0])
+        return method
+
+    eps, momentum, reduction, hidden = (_option("eps"), _option("momentum"),
+                                        _option("reduction"), _option("hidden"))
+    act, gate = _option("act"), _option("gate")
+    del _option
 
     def scales(self, meta, c):
         return self._op("scales", meta, {"value": c[0]})
@@ -389,6 +407,9 @@ class _ToAst(Transformer):
 
     def call(self, meta, c):
         return ast.Call(str(c[0]), tuple(a for a in c[1:] if a is not None), _pos(meta))
+
+    def index(self, meta, c):
+        return ast.Index(c[0], c[1], _pos(meta))
 
     def arg(self, meta, c):
         return ast.Arg(str(c[0]) if c[0] is not None else None, c[1], _pos(meta))

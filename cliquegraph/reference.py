@@ -20,9 +20,10 @@ def _apply_op(op: ir.Op, prefix: str, p, x, training):
                                         training)
 
 
-def _bn(p, prefix, x, channels, training):
-    """BatchNorm of `x` with the channels `channels` of the BN called `prefix`."""
-    return ops.batch_norm(lambda leaf: p[names.key(prefix, leaf)][channels], x, training)
+def _bn(p, prefix, x, channels, training, op):
+    """BatchNorm of `x` with the channels `channels` of the BN called `prefix` (op: its IR)."""
+    return ops.batch_norm(lambda leaf: p[names.key(prefix, leaf)][channels], x, training,
+                          op.eps)
 
 
 def _section(ops, name, p, x, training):
@@ -53,26 +54,35 @@ def _naive_block(b: ir.Block, p, x0, training):
         u = b.unit_of(sources)
         bn_count = conv_count = 0
         total, offset, pre_x0 = 0, 0, None
-        for l in sources:
+        for l in sources if u.first is not None else ():
             c = g.nodes[l]["channels"]
             h = X[l]
             for op in u.pre:
                 if op.kind == "bn":
                     h = _bn(p, names.key(tag, names.unit_bn(0, stage, i, b.bn)), h,
-                            slice(offset, offset + c), training)
+                            slice(offset, offset + c), training, op)
                 else:
                     h = _apply_op(op, "", p, h, training)
             if l == 0:
                 pre_x0 = h
             f = u.first
-            total = total + F.conv2d(h, param(names.weight(l, i)), None, f.stride, f.padding)
+            total = total + F.conv2d(h, param(names.weight(l, i)), None, f.stride, f.padding,
+                                     1, f.groups)
             offset += c
         bn_count = sum(1 for op in u.pre if op.kind == "bn")
-        y = total + param(names.unit_bias(0, i))[:, None, None] if u.first.bias else total
-        for j, op in enumerate(u.body, len(u.pre) + 1):
+        if u.first is None:  # a unit that starts with branches reads its one input as it is
+            y = X[sources[0]]
+        elif u.first.bias:
+            y = total + param(names.unit_bias(0, i))[:, None, None]
+        else:
+            y = total
+        for j, op in enumerate(u.body, len(u.pre) + (u.first is not None)):
+            if not b.runs(op, sources):
+                continue
+            op = op.for_layer(i)
             if op.kind == "bn":
                 y = _bn(p, names.key(tag, names.unit_bn(bn_count, stage, i, b.bn)), y,
-                        slice(None), training)
+                        slice(None), training, op)
                 bn_count += 1
             elif op.kind == "conv":
                 conv_count += 1
@@ -88,6 +98,8 @@ def _naive_block(b: ir.Block, p, x0, training):
             return _post(b, p, y, training)
         for l in sources:  # merge add: X_i = post(g(...) + the sum of its inputs)
             v = X[l]
+            if not b.added(l):
+                continue
             if l == 0 and b.shortcut:
                 v = pre_x0 if b.shortcut_from == "pre" else v
                 v = _section(b.shortcut, names.key(tag, names.shortcut(0, i)), p, v, training)

@@ -90,7 +90,7 @@ def block_diagram(block: ir.Block, labels: bool = False):
     for i, j, d in sorted(g.edges(data=True), key=lambda e: (e[0] != 0, e[0], e[1])):
         colour = INPUT_EDGE if i == 0 else FORWARD_EDGE if i < j else BACKWARD_EDGE
         attrs = {"color": colour, "id": names.weight(i, j), "tooltip": f"W_{i},{j}"}
-        if labels:
+        if labels and d["kernel"] is not None:  # (a unit starting with branches: no W_ij)
             kh, kw = d["kernel"]
             attrs.update(label=f"{kh}x{kw} {d['in_channels']}→{d['out_channels']}",
                          fontcolor=colour)

@@ -65,15 +65,24 @@ def _check_size(kind, n, pairs):
                          f"the limit of {MAX_EDGES:,}")
 
 
-def block_graph(edges, n: int, c0: int, k: int, kernel, out: int) -> nx.DiGraph:
+def block_graph(edges, n: int, c0: int, k: int, kernel, out: int, groups0: int = 1,
+                groups: int = 1, out0: int = None) -> nx.DiGraph:
     """The IR graph of one block: node i has `channels`; edge (i, j) is W_ij, a slice of the
-    first conv of X_j's unit (kernel, out channels)."""
+    first conv of X_j's unit (kernel, out channels, and its input channels per group: the
+    first conv may be grouped, by groups0 on X_0's edges and groups on the others, where no
+    update reads several inputs; out0: the out channels of X_0's edges where they differ, as
+    an inverted residual unit's expansion of its input)."""
     g = nx.DiGraph()
     g.add_node(0, channels=c0, label="X_0")
     for i in range(1, n + 1):
         g.add_node(i, channels=k, label=f"X_{i}")
     for i, j in edges:
-        g.add_edge(i, j, kernel=tuple(kernel), in_channels=g.nodes[i]["channels"], out_channels=out,
+        if kernel is None:  # a unit with no first conv: the edge passes X_i on, no W_ij
+            g.add_edge(i, j, kernel=None, in_channels=0, out_channels=0, label="")
+            continue
+        g.add_edge(i, j, kernel=tuple(kernel),
+                   in_channels=g.nodes[i]["channels"] // (groups0 if i == 0 else groups),
+                   out_channels=out0 if i == 0 and out0 is not None else out,
                    label=f"W_{i}{j}" if n < 10 else f"W_{i},{j}")
     return g
 

@@ -256,6 +256,10 @@ def _lean(bn: nn.BatchNorm2d, x) -> bool:
             and not torch.is_autocast_enabled(x.device.type))
 
 
+ACTIVATIONS = {"relu": torch.relu, "relu6": F.relu6, "silu": F.silu, "sigmoid": torch.sigmoid,
+               "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid}
+
+
 def dropout(x, p: float, training: bool = True):
     """Dropout as the network runs it: keep each element with probability 1 - p, scale by
     1/(1-p). Same distribution as F.dropout, cheaper and leaner on CPU:
@@ -294,16 +298,92 @@ class Dropout(nn.Dropout):
 
 
 class SqueezeExcite(nn.Module):
-    """Attentional transition: global pool -> FC C->C/r -> ReLU -> FC -> sigmoid -> scale."""
+    """Squeeze-excitation: global pool -> FC C->hidden -> act -> FC -> gate -> scale (act
+    relu, gate sigmoid as SENet; silu/sigmoid in EfficientNet, relu/hardsigmoid in MobileNet
+    v3)."""
 
-    def __init__(self, channels: int, hidden: int):
+    def __init__(self, channels: int, hidden: int, act: str = "relu", gate: str = "sigmoid"):
         super().__init__()
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
+        self.act, self.gate = act, gate
 
     def forward(self, x):
-        s = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3))))))
-        return x * s[:, :, None, None]
+        s = ACTIVATIONS[self.act](self.fc1(x.mean((2, 3))))
+        return x * ACTIVATIONS[self.gate](self.fc2(s))[:, :, None, None]
+
+    def extra_repr(self):
+        return f"act={self.act}, gate={self.gate}"
+
+
+class Branches(nn.Module):
+    """A `branches` op: its paths' modules, named p{path}_{kind}{index} (nested branches
+    alike). The lowering calls them node by node so gm.code shows each path; forward runs
+    the same for a module used on its own."""
+
+    def __init__(self, op):
+        super().__init__()
+        from .names import branch_op
+        from .ops import KINDS
+        self.split, self.layout = op.split, []
+        for k, path in enumerate(op.paths):
+            self.layout.append([])
+            for j, o in enumerate(path):
+                name = branch_op(k, o.kind, j)
+                self.add_module(name, KINDS[o.kind].module(o))
+                self.layout[-1].append(name)
+
+    def forward(self, x):
+        outs = []
+        for k, path in enumerate(self.layout):
+            y = x.chunk(len(self.layout), 1)[k] if self.split else x
+            for name in path:
+                y = getattr(self, name)(y)
+            outs.append(y)
+        return torch.cat(outs, 1)
+
+
+def channel_shuffle(x, groups: int):
+    """ShuffleNet's channel shuffle: channel c of group g goes to position c * groups + g."""
+    n, c, h, w = x.shape
+    y = x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+    if _nhwc(x):  # the reshapes give NCHW: keep the network's layout
+        return y.contiguous(memory_format=torch.channels_last)
+    return y
+
+
+class ChannelShuffle(nn.Module):
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x):
+        return channel_shuffle(x, self.groups)
+
+    def extra_repr(self):
+        return f"groups={self.groups}"
+
+
+def drop_path(x, p: float, training: bool = True):
+    """Stochastic depth (Huang et al., 2016) on a residual branch: in training each sample's
+    branch is dropped with probability p and the kept ones scaled by 1/(1-p); identity in
+    eval. The keep decision is one uniform per sample, drawn as `dropout` draws its own."""
+    if not training or p == 0:
+        return x
+    keep = torch.rand(x.shape[0], device=x.device) >= p
+    return x * (keep.to(x.dtype) * _scale(p)).view(-1, *([1] * (x.dim() - 1)))
+
+
+class DropPath(nn.Module):
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p:g}"
 
 
 class CBAM(nn.Module):

@@ -20,14 +20,15 @@ from . import ast
 from .errors import SpecError, did_you_mean
 
 SYMBOLS = {"clique", "dense", "chain", "all", "none", "last", "x0", "xn", "per_stage", "shared",
-           "cat", "add", "input", "pre", "se", "cbam"}
+           "cat", "add", "input", "pre", "se", "cbam", "large", "small"} | {
+           f"b{v}" for v in range(8)}  # the sizes of MobileNet v3 and EfficientNet
 _STAGE = re.compile(r"stage([1-9][0-9]?)$")
 GENERATORS = {  # networkx random-graph generators over the layers of a block, and their args
     "watts_strogatz": {"k": int, "p": float, "seed": int},
     "erdos_renyi": {"p": float, "seed": int},
     "barabasi_albert": {"m": int, "seed": int},
 }
-FUNCTIONS = {"floor", "ceil", "round", "min", "max", "len"} | set(GENERATORS)
+FUNCTIONS = {"floor", "ceil", "round", "min", "max", "len", "sum", "divisible"} | set(GENERATORS)
 MAX_ITEMS = 4096  # values in one list, nested lists in full; a per-block list has <= 64
 
 
@@ -216,6 +217,8 @@ class Evaluator:
             return self._binop(e)
         if isinstance(e, ast.Call):
             return self._call(e)
+        if isinstance(e, ast.Index):
+            return self._index(e)
         raise self.error(f"cannot evaluate {type(e).__name__}", e)
 
     def _name(self, e):
@@ -294,6 +297,21 @@ class Evaluator:
         raise self.error(f"`{v}` is not a feature source (x0, stage1, stage2, ..., last, xn)",
                          node)
 
+    def _index(self, e):
+        items = self._eval(e.base)
+        if not isinstance(items, tuple):
+            raise self.error(f"only a list can be indexed, got {_type_name(items)} "
+                             f"({show(items)})", e.base)
+        i = self._eval(e.index)
+        if isinstance(i, float) and i.is_integer():
+            i = int(i)
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise self.error(f"a list index is a whole number, got {show(i)}", e.index)
+        if not 0 <= i < len(items):
+            raise self.error(f"index {i} is outside the list of {len(items)} "
+                             f"(its items are 0 .. {len(items) - 1})", e.index)
+        return items[i]
+
     def _call(self, e):
         f = e.func
         if f not in FUNCTIONS:
@@ -307,6 +325,12 @@ class Evaluator:
             if len(args) != 1 or not isinstance(args[0], tuple):
                 raise self.error("len() takes one list", e)
             return len(args[0])
+        if f == "sum":
+            if len(args) != 1 or not isinstance(args[0], tuple):
+                raise self.error("sum() takes one list of numbers", e)
+            return sum(self._num(a, e, "sum()") for a in args[0])
+        if f == "divisible":
+            return self._divisible(e, args)
         if f in ("min", "max"):
             if len(args) == 1 and isinstance(args[0], tuple):
                 args = list(args[0])
@@ -318,6 +342,20 @@ class Evaluator:
             raise self.error(f"{f}() takes one number", e)
         x = self._num(args[0], e.args[0].value, f"{f}()")
         return {"floor": math.floor, "ceil": math.ceil, "round": round}[f](x)
+
+    def _divisible(self, e, args):
+        """A width rounded to a multiple of d as MobileNet and EfficientNet round theirs: to
+        the nearest multiple (halves up), at least d, and never more than 10% below v (one
+        multiple up if so)."""
+        if len(args) != 2:
+            raise self.error("divisible() takes a width and a divisor: divisible(32 * w, 8)", e)
+        v = self._num(args[0], e.args[0].value, "divisible()")
+        d = self._num(args[1], e.args[1].value, "divisible()")
+        if isinstance(d, float) or d < 1:
+            raise self.error(f"divisible()'s divisor is a whole number of at least 1, got "
+                             f"{show(d)}", e.args[1].value)
+        r = max(d, int(v + d / 2) // d * d)
+        return r + d if r < 0.9 * v else r
 
     def _generator(self, e):
         spec = GENERATORS[e.func]

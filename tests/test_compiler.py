@@ -79,7 +79,13 @@ UNITS = ["",
          "se reduction 2 }; post { relu }",
          "unit { bn; relu; conv 3x3 K; cbam reduction 2 }",
          "merge add; unit { bn; relu; conv 3x3 K; bn; relu; conv 3x3 K; cbam reduction 1 }; "
-         "shortcut { conv 1x1 K }; shortcut_from pre; post { dropout 0.2 }"]
+         "shortcut { conv 1x1 K }; shortcut_from pre; post { dropout 0.2 }",
+         # an EfficientNet/MobileNet v3 unit: expansion, depthwise conv, SE with its own
+         # activation and gate, linear projection, stochastic depth; X_0 (4 channels, the
+         # layers 1-3) is added nowhere
+         "merge add; unit { conv 1x1 2 * K; bn eps 0.001 momentum 0.01; silu; "
+         "conv 3x3 C groups C; bn; hardswish; se hidden 2 act silu gate hardsigmoid; "
+         "conv 1x1 K; bn; droppath 0.2 linear }; shortcut none"]
 
 
 @st.composite
@@ -240,11 +246,12 @@ def _untie(gm):
 
 
 @pytest.mark.parametrize("unit", [dict(bottleneck="bottleneck 3"), dict(unit=UNITS[2]),
-                                  dict(unit=UNITS[3]), dict(unit=UNITS[4])])
+                                  dict(unit=UNITS[3]), dict(unit=UNITS[4]),
+                                  dict(unit=UNITS[5])])
 def test_each_w_ij_gradient_is_the_sum_of_its_per_stage_contributions(tmp_path, unit):
     """Each W_ij, and each later conv of a layer's unit (wb_j ...), is one parameter read by
     every stage: its gradient is the sum of what each reading contributes. Residual units
-    (merge add), SE and CBAM inside a clique's units included."""
+    (merge add), SE and CBAM inside a clique's units, and an MBConv unit included."""
     net = elaborate(tiny_spec(tmp_path, n=4, stages=3, **unit))
     gm = lower(net).double()
     untied, uses = _untie(gm)

@@ -608,9 +608,13 @@ def test_ir_invariants_of_every_spec(path):
             assert g.number_of_edges() == counts[b.topology](b.layers)
         for u, v, d in g.edges(data=True):
             assert v != 0 and u != v
-            assert d["in_channels"] == g.nodes[u]["channels"]
-            assert d["out_channels"] == b.unit.first.out_shape[0]
-            assert d["kernel"] == b.unit.first.kernel
+            first = b.unit_of([u]).first  # W_uv is a slice of it (grouped: per group)
+            if first is None:  # a unit that starts with branches: the edge has no W_uv
+                assert (d["kernel"], d["in_channels"], d["out_channels"]) == (None, 0, 0)
+                continue
+            assert d["in_channels"] == g.nodes[u]["channels"] // first.groups
+            assert d["out_channels"] == first.out_shape[0]
+            assert d["kernel"] == first.kernel
         for j in range(1, b.layers + 1):  # every layer has a Stage-I input
             assert any(u < j for u in g.predecessors(j))
         if i < len(n.transitions):

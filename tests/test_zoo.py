@@ -14,6 +14,7 @@ import torch
 import cliquegraph
 from cliquegraph import count_params, elaborate
 from cliquegraph.summary import count_flops
+from cliquegraph.units import SqueezeExcite
 from conftest import ROOT, SPECS
 
 FIXTURES = ROOT / "tests" / "data" / "zoo"
@@ -43,6 +44,15 @@ ZOO = {
     "vgg16_bn": ("vgg.clq", {"depth": 16, "bn": True}),
     "vgg19_bn": ("vgg.clq", {"depth": 19, "bn": True}),
     "alexnet": ("alexnet.clq", {}),
+    "mobilenetv1_100": ("mobilenet-v1.clq", {}),
+    "mobilenet_v2": ("mobilenet-v2.clq", {}),
+    "mobilenet_v3_large": ("mobilenet-v3.clq", {"size": "large"}),
+    "mobilenet_v3_small": ("mobilenet-v3.clq", {"size": "small"}),
+    **{f"efficientnet_b{v}": ("efficientnet.clq", {"variant": f"b{v}"}) for v in range(8)},
+    "googlenet": ("googlenet.clq", {}),
+    "shufflenet_v2_x1_0": ("shufflenet-v2.clq", {}),
+    "inception_v3": ("inception-v3.clq", {}),
+    "legacy_xception": ("xception.clq", {}),
 }
 
 
@@ -74,7 +84,7 @@ def test_the_spec_has_the_references_parameters_and_flops(model):
     assert net.input_shape == tuple(fix["input"]) and net.outputs == fix["classes"]
     assert count_params(net) == fix["params"]
     gm = _meta_build(spec, overrides)
-    se = overrides.get("attention") == "se"
+    se = any(isinstance(m, SqueezeExcite) for m in gm.modules())
     assert _shapes(gm, se) == sorted(_squeezed(s) if se else s for s in fix["shapes"])
     flops = sum(count_flops(gm, net.input_shape).values())
     assert abs(flops - fix["flops"]) <= 0.02 * fix["flops"], (flops, fix["flops"])
