@@ -26,7 +26,12 @@ DENSENETS = {"densenet121": "densenet-121.clq", "densenet169": "densenet-169.clq
 MODELS = {**{m: (spec, {}) for m, spec in DENSENETS.items()},
           "resnet18": ("resnet.clq", {"depth": 18}), "resnet50": ("resnet.clq", {"depth": 50}),
           "vgg16": ("vgg.clq", {"depth": 16}), "vgg16_bn": ("vgg.clq", {"bn": True}),
-          "alexnet": ("alexnet.clq", {})}
+          "alexnet": ("alexnet.clq", {}), "mobilenet_v2": ("mobilenet-v2.clq", {}),
+          "mobilenet_v3_large": ("mobilenet-v3.clq", {"size": "large"}),
+          "mobilenet_v3_small": ("mobilenet-v3.clq", {"size": "small"}),
+          "efficientnet_b0": ("efficientnet.clq", {}), "googlenet": ("googlenet.clq", {}),
+          "shufflenet_v2_x1_0": ("shufflenet-v2.clq", {}),
+          "inception_v3": ("inception-v3.clq", {})}
 
 
 def fixture(model):
@@ -40,7 +45,10 @@ def reference_weights(fix):
     return draw_state_dict(fix["keys"])
 
 
-@pytest.mark.parametrize("model", ["densenet121", "resnet18", "resnet50", "vgg16", "alexnet"])
+@pytest.mark.parametrize("model", ["densenet121", "resnet18", "resnet50", "vgg16", "alexnet",
+                                   "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+                                   "efficientnet_b0", "googlenet", "shufflenet_v2_x1_0",
+                                   "inception_v3"])
 def test_logits_equal_torchvisions(model):
     fix = fixture(model)
     spec, overrides = MODELS[model]
