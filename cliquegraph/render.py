@@ -48,9 +48,9 @@ def _x(i) -> str:
 
 
 def _sources_text(sources) -> str:
-    """('x0', 'stage2') -> 'X_0 + Stage II' (HTML-like)."""
-    return " + ".join(_x(0) if s == "x0" else f"Stage {roman(int(s[len('stage'):]))}"
-                      for s in sources)
+    """('x0', 'stage2') -> 'X_0 + Stage II', ('xn',) -> 'X_n' (HTML-like)."""
+    return " + ".join(_x(0) if s == "x0" else _x("n") if s == "xn" else
+                      f"Stage {roman(int(s[len('stage'):]))}" for s in sources)
 
 
 # --- block view -------------------------------------------------------------------------------

@@ -164,6 +164,17 @@ def test_the_network_view_shows_every_block_transition_and_shape():
     assert "concat → 784" in src and "FC → 10" in src
 
 
+@pytest.mark.parametrize("spec", sorted(p.name for p in SPECS.glob("*.clq")))
+def test_every_spec_draws_its_network_and_first_block(spec):
+    """Every spec, `transit xn` (ResNet, MobileNet) and units that start with branches (no
+    W_ij on their edges: GoogLeNet, ShuffleNet) included."""
+    net = elaborate(SPECS / spec)
+    src = render.network_diagram(net).source
+    assert src.count("<B>transit</B>") == len(net.transitions)
+    assert "X<SUB>n</SUB>" in src or all("xn" not in b.transit for b in net.blocks)
+    render.block_diagram(net.blocks[0], labels=True)
+
+
 def test_densenet_feeds_only_its_last_block_to_the_loss():
     src = render.network_diagram(elaborate(SPECS / "densenet-cifar.clq")).source
     assert src.count("<B>feature</B>") == 1 and "block3 -> scale3" in src
