@@ -288,3 +288,12 @@ def test_an_efficientnet_with_a_clique_stage_trains_on_digits(tmp_path, capsys):
     assert rows[-1]["test_loss"] < rows[0]["test_loss"]
     assert rows[-1]["test_acc"] > 0.25  # chance is 0.1
     assert "block5.w_3_1" in last["state_dict"]
+
+
+@pytest.mark.parametrize("width_mult,params", [(0.35, 1_677_128), (0.5, 1_968_680),
+                                               (0.75, 2_636_424), (1.4, 6_108_776)])
+def test_width_mult_gives_torchvisions_mobilenet_v2(width_mult, params):
+    """torchvision.models.mobilenet_v2(width_mult=...)'s parameter counts (torchvision 0.29):
+    the widths rounded to multiples of 8 as it rounds them, the last conv widened past 1.0."""
+    net = elaborate(SPECS / "mobilenet-v2.clq", {"width_mult": width_mult})
+    assert count_params(net) == params
