@@ -1,30 +1,41 @@
-"""ResNet-50 training step on CPU: cliquegraph's compiled specs/resnet.clq against
-torchvision's own resnet50, batch 16 at 224x224, one measurement per fresh process.
+"""CPU training step of cliquegraph's compiled specs against torchvision's own models.
+
+One measurement per fresh process.
+
+Models (--model; --batch overrides the default batch, the input is always 224x224):
+    resnet50         specs/resnet.clq (depth=50) vs torchvision.models.resnet50(), batch 16
+    mobilenet_v2     specs/mobilenet-v2.clq vs torchvision.models.mobilenet_v2(), batch 32
+    efficientnet_b0  specs/efficientnet.clq (variant b0, its default) vs
+                     torchvision.models.efficientnet_b0(), batch 32
 
 Run it with the python of a venv that has torch, torchvision and cliquegraph installed
 (`pip install --no-deps -e .` there, plus `pip install lark networkx`); torchvision is never a
 dependency of cliquegraph, and no test imports this file:
 
     /work/refvenv2/bin/python benchmarks/torchvision_speed.py --rounds 5
+    /work/refvenv2/bin/python benchmarks/torchvision_speed.py --model mobilenet_v2 --rounds 5
+    /work/refvenv2/bin/python benchmarks/torchvision_speed.py --model efficientnet_b0 --rounds 5
 
 or a single measurement, printed as one JSON line:
 
     /work/refvenv2/bin/python benchmarks/torchvision_speed.py --one cliquegraph
+    /work/refvenv2/bin/python benchmarks/torchvision_speed.py --model mobilenet_v2 --one cliquegraph
 
 Variants:
-    torchvision        torchvision.models.resnet50(), NCHW (its usual form)
+    torchvision        torchvision's model (e.g. torchvision.models.resnet50()), NCHW (its
+                       usual form)
     torchvision-nhwc   the same, model and input converted to channels_last
-    cliquegraph        cliquegraph.build("specs/resnet.clq", depth=50) (channels_last default)
+    cliquegraph        cliquegraph.build(<spec>, <params>) (channels_last default)
     cliquegraph-nchw   cliquegraph.build(..., channels_last=False)
 
 Each child process: torch.manual_seed(0), build the model, SGD (lr 0.1, momentum 0.9),
-one random batch of 16 3x224x224 float32 images with random labels, cross-entropy; 2 warm-up
-steps, then the median of 5 timed steps (zero_grad, forward, backward, optimizer step), and the
-process's peak RSS (ru_maxrss). Torch's thread count is left at its default in every child
-and reported. The parent runs `--rounds` rounds, each a fresh child per variant (the order
-rotated round by round), and prints the median over rounds of each variant's step time and
-peak RSS with ratios against torchvision NCHW: speed = torchvision_time / variant_time (>1:
-faster than torchvision), memory = variant_rss / torchvision_rss (<1: less memory)."""
+one random batch of `--batch` 3x224x224 float32 images with random labels, cross-entropy; 2
+warm-up steps, then the median of 5 timed steps (zero_grad, forward, backward, optimizer step),
+and the process's peak RSS (ru_maxrss). Torch's thread count is left at its default in every
+child and reported. The parent runs `--rounds` rounds, each a fresh child per variant (the
+order rotated round by round), and prints the median over rounds of each variant's step time
+and peak RSS with ratios against torchvision NCHW: speed = torchvision_time / variant_time
+(>1: faster than torchvision), memory = variant_rss / torchvision_rss (<1: less memory)."""
 
 import argparse
 import json
@@ -36,29 +47,38 @@ import sys
 import time
 
 VARIANTS = ("torchvision", "torchvision-nhwc", "cliquegraph", "cliquegraph-nchw")
-SPEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "specs", "resnet.clq")
-BATCH, WARMUP, TIMED = 16, 2, 5
+SPECS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "specs")
+# model: (title, spec file, spec params, torchvision.models constructor, default batch)
+MODELS = {
+    "resnet50": ("ResNet-50", "resnet.clq", {"depth": 50}, "resnet50", 16),
+    "mobilenet_v2": ("MobileNet v2", "mobilenet-v2.clq", {}, "mobilenet_v2", 32),
+    "efficientnet_b0": ("EfficientNet-B0", "efficientnet.clq", {}, "efficientnet_b0", 32),
+}
+SIZE, WARMUP, TIMED = 224, 2, 5
 
 
-def one(variant: str) -> dict:
-    """Build `variant`, time WARMUP + TIMED training steps; return the measurement."""
+def one(model_name: str, variant: str, batch: int) -> dict:
+    """Build `variant` of `model_name`, time WARMUP + TIMED training steps on a batch of
+    `batch`; return the measurement."""
     import torch
+    _, spec, params, tv_name, _ = MODELS[model_name]
     torch.manual_seed(0)
     nhwc_input = False
     if variant.startswith("torchvision"):
         import torchvision
-        model = torchvision.models.resnet50()
+        model = getattr(torchvision.models, tv_name)()
         if variant == "torchvision-nhwc":
             model = model.to(memory_format=torch.channels_last)
             nhwc_input = True
     elif variant.startswith("cliquegraph"):
         import cliquegraph
-        model = cliquegraph.build(SPEC, depth=50, channels_last=variant == "cliquegraph")
+        model = cliquegraph.build(os.path.join(SPECS, spec),
+                                  channels_last=variant == "cliquegraph", **params)
     else:
         raise ValueError(f"unknown variant {variant!r}")
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    x = torch.randn(BATCH, 3, 224, 224)
-    y = torch.randint(0, 1000, (BATCH,))
+    x = torch.randn(batch, 3, SIZE, SIZE)
+    y = torch.randint(0, 1000, (batch,))
     if nhwc_input:
         x = x.contiguous(memory_format=torch.channels_last)
     model.train()
@@ -72,27 +92,36 @@ def one(variant: str) -> dict:
         elapsed = time.perf_counter() - start
         if i >= WARMUP:
             times.append(elapsed)
-    return {"variant": variant, "step_s": statistics.median(times), "steps_s": times,
+    return {"model": model_name, "variant": variant, "batch": batch,
+            "step_s": statistics.median(times), "steps_s": times,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "loss": loss.item()}
 
 
-def child(variant: str) -> dict:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", variant],
+def child(model_name: str, variant: str, batch: int) -> dict:
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--model", model_name,
+                          "--batch", str(batch), "--one", variant],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=MODELS, default="resnet50")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="batch size (default: 16 for resnet50, 32 for the others)")
     ap.add_argument("--one", choices=VARIANTS, help="measure one variant in this process")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                     help="variants to alternate (torchvision is always included)")
     args = ap.parse_args()
+    title = MODELS[args.model][0]
+    batch = MODELS[args.model][4] if args.batch is None else args.batch
+    if batch < 1:
+        ap.error(f"--batch must be at least 1, got {batch}")
     if args.one:
-        print(json.dumps(one(args.one)), flush=True)
+        print(json.dumps(one(args.model, args.one, batch)), flush=True)
         return
     variants = ["torchvision"] + [v for v in args.variants if v != "torchvision"]
     runs = {v: [] for v in variants}
@@ -100,7 +129,7 @@ def main():
     for r in range(args.rounds):
         order = variants[r % len(variants):] + variants[:r % len(variants)]
         for v in order:
-            res = child(v)
+            res = child(args.model, v, batch)
             runs[v].append(res)
             print(f"round {r + 1}/{args.rounds} {v:17} step {res['step_s']:.3f} s  "
                   f"peak {res['peak_rss_mib']:.0f} MiB  threads {res['threads']}  "
@@ -109,7 +138,7 @@ def main():
                statistics.median(x["peak_rss_mib"] for x in rs)) for v, rs in runs.items()}
     tv_t, tv_m = med["torchvision"]
     threads = sorted({x["threads"] for rs in runs.values() for x in rs})
-    print(f"ResNet-50 CPU train step, batch {BATCH}, {args.rounds} rounds, torch threads "
+    print(f"{title} CPU train step, batch {batch}, {args.rounds} rounds, torch threads "
           f"{threads}, torch {runs['torchvision'][0]['torch']}; median over rounds of each "
           f"process's median of {TIMED} steps")
     print(f"{'variant':18} {'step s':>7} {'speed vs tv':>12} {'peak MiB':>9} {'mem vs tv':>10}"
