@@ -29,6 +29,10 @@ Residual networks (merge add, units written in the spec): the activations term i
 forward saves for backward (0.999-1.000: ResNet-20/50, PreAct-18, WRN, PyramidNet, ResNeXt-29),
 and the estimate 0.995-1.16 of the measured peak (ResNet-20 at batch 16-256, ResNet-56, WRN-16-4,
 PyramidNet-110, PreAct-18, ResNet-50 at 16).
+Not calibrated for the depthwise and multi-branch networks: at batch 16 the estimate was 1.32x
+MobileNet v2's peak RSS as `cliquegraph bench --variants default` measured it, 0.82x
+GoogLeNet's and 0.75x ShuffleNet v2's (a `branches` op is counted as one plain op, the chains
+fused inside its paths unseen).
 glibc keeps freed heap blocks resident, so the CPU figure adds CPU_HEAP_SLACK of the
 batch-sized memory to the tensors' own peak. The CUDA terms (fresh temporaries, autocast, the
 caching allocator) have not been measured: no GPU has been lent to the project yet.
