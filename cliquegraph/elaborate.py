@@ -519,7 +519,7 @@ class _Builder:
             if 0 in ins and len(ins) > 1 and first is not None and \
                     first0.out_shape[0] != first.out_shape[0]:
                 raise self.err(sp, where, f"block {b}'s unit's first conv makes "
-                               f"{got['unit0'].first.out_shape[0]} channels of X_0 and "
+                               f"{first0.out_shape[0]} channels of X_0 and "
                                f"{first.out_shape[0]} of a layer, and X_{i} reads both",
                                "the W_ij of an update are one conv: make its width "
                                "independent of C (e.g. a multiple of K)")

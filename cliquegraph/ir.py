@@ -75,12 +75,15 @@ class Block:
         """merge add: whether an update adds its input X_layer to its unit's output."""
         return layer != 0 or self.add_x0
 
+    def adds(self, inputs) -> bool:
+        """Whether an update reading `inputs` adds any of them to its unit's output."""
+        return self.merge == "add" and any(self.added(l) for l in inputs)
+
     def runs(self, op, inputs) -> bool:
         """Whether an update reading `inputs` runs `op` of its unit: all but a droppath where
         the update adds nothing to the unit's output (stochastic depth drops a residual
         branch; with no residual it would drop the layer itself)."""
-        return op.kind != "droppath" or (
-            self.merge == "add" and any(self.added(l) for l in inputs))
+        return op.kind != "droppath" or self.adds(inputs)
 
     @property
     def c0(self) -> int:

@@ -131,9 +131,8 @@ class _Lowering:
             # X_i^(s) = g(sum_l W_li * X_l) [+ shortcuts, then post]: the node holding it
             # gets the paper's name, b1_x3_s2
             y = self.cat(part, names.input_node(b.index, i, s), [values[v] for v in u.inputs])
-            adds = b.merge == "add" and any(b.added(l) for l in srcs)
             run = [j for j, op in enumerate(unit.ops) if b.runs(op, srcs)]
-            last = run[-1] if not adds and not b.post else None
+            last = run[-1] if not b.adds(srcs) and not b.post else None
             n_bn = n_conv = 0
             pre_out = y
             first = len(unit.pre) if unit.first is not None else None

@@ -278,9 +278,8 @@ def _pool_resolve(r, shape):
     if padding[0] * 2 > kern[0] or padding[1] * 2 > kern[1]:
         raise r.err("pool padding must be at most half the pool size")
     hw = r.spatial(shape, kern, stride, padding, "pooling")
-    if r.has("ceil"):  # PyTorch's rule: round up, but the last window starts inside the input
-        hw = tuple(-(-(n + 2 * p - k) // st) + 1 - ((-(-(n + 2 * p - k) // st)) * st >= n + p)
-                   for n, k, st, p in zip(shape[1:], kern, stride, padding))
+    if r.has("ceil"):
+        hw = tuple(_ceil_size(*a) for a in zip(shape[1:], kern, stride, padding))
     return f"{mode}pool", (shape[0],) + hw, dict(kernel=kern, stride=stride, padding=padding,
                                                  ceil=r.has("ceil"))
 
@@ -302,6 +301,13 @@ def _cbam_reference(op, get, x, training):
     s = batch_norm(lambda leaf: get("bn", leaf), F.conv2d(maps, get("conv", "weight"),
                                                           None, 1, 3), training)
     return x * torch.sigmoid(s)
+
+
+def _ceil_size(n, k, s, p):
+    """A pool's output size with ceil_mode, by PyTorch's rule: the windows' count rounded up,
+    less one if the last window would start past the input and its left padding."""
+    steps = -(-(n + 2 * p - k) // s)
+    return steps + 1 - (steps * s >= n + p)
 
 
 def _pool_label(op):
@@ -347,17 +353,10 @@ def _branches_resolve(r, shape):
     return "branches", out, dict(paths=tuple(resolved), split=split)
 
 
-def _path_input(op, x, k):
-    if not op.split:
-        return x
-    width = x.shape[1] // len(op.paths)
-    return x.narrow(1, k * width, width)
-
-
 def _branches_reference(op, get, x, training):
     outs = []
     for k, path in enumerate(op.paths):
-        y = _path_input(op, x, k)
+        y = units.path_input(x, k, len(op.paths), op.split)
         for j, o in enumerate(path):
             y = KINDS[o.kind].reference(
                 o, lambda *leaf, name=names.branch_op(k, o.kind, j): get(name, *leaf), y,

@@ -336,11 +336,19 @@ class Branches(nn.Module):
     def forward(self, x):
         outs = []
         for k, path in enumerate(self.layout):
-            y = x.chunk(len(self.layout), 1)[k] if self.split else x
+            y = path_input(x, k, len(self.layout), self.split)
             for name in path:
                 y = getattr(self, name)(y)
             outs.append(y)
         return torch.cat(outs, 1)
+
+
+def path_input(x, k: int, paths: int, split: bool):
+    """What path k of `paths` reads: x, or with split its k-th share of the channels."""
+    if not split:
+        return x
+    width = x.shape[1] // paths
+    return x.narrow(1, k * width, width)
 
 
 def channel_shuffle(x, groups: int):
