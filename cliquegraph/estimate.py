@@ -10,13 +10,13 @@ count times their bytes), BatchNorm's running statistics, and a walk over the ne
 order the default lowering runs it, adding up what each unit keeps for backward (its inputs
 when they are the network's layers, dropout's 1-byte masks, a bottleneck's middle map, a max
 pool's int64 indices, a kept concatenation with --no-memory-efficient, BN-ReLU's output under
-autocast or torch.compile) and, at each unit, the transient tensors of its forward and backward
-(the recomputed concatenation and BN-ReLU, the conv's input gradient, gradients of layers whose
-producer has not run its backward yet). On CPU the unit's temporaries live in scratch buffers
-that stay allocated between steps (units.py), so they count whole; on CUDA they are fresh and
-only the largest counts. All but the parameters and the concatenated weights grows linearly
-with the batch, so the estimate at another batch, or the largest batch that fits, needs no
-second walk.
+torch.compile, counted as its plain ops) and, at each unit, the transient tensors of its
+forward and backward (the recomputed concatenation and BN-ReLU, the conv's input gradient,
+gradients of layers whose producer has not run its backward yet). On CPU the unit's
+temporaries live in scratch buffers that stay allocated between steps (units.py), so they
+count whole; on CUDA they are fresh and only the largest counts. All but the parameters and
+the concatenated weights grows linearly with the batch, so the estimate at another batch, or
+the largest batch that fits, needs no second walk.
 
 Calibrated on this project's machine (2-core VM, torch 2.13.0 CPU, fp32, NHWC) against the
 ru_maxrss of a fresh process running 1 warm-up + 2 steps (`cliquegraph bench --variants
@@ -177,8 +177,8 @@ def estimate_memory(net: ir.Network, batch: int, *, device: str = "cpu", amp: st
     """The peak memory of one training step of `net` at `batch` images (per process), from the
     IR alone: instant for any spec `elaborate` accepts.
 
-    amp: bf16 | fp16 | off; the runner uses it on CUDA only (activations then take 2 bytes and
-    the units run as plain ops). dtype_bytes: of the parameters and (without amp) activations.
+    amp: bf16 | fp16 | off; the runner uses it on CUDA only (activations then take 2 bytes; the
+    units stay lean, in 16 bits). dtype_bytes: of the parameters and (without amp) activations.
     compiled: torch.compile; counted as the plain ops it starts from, an upper bound (Inductor
     may recompute BN-ReLU rather than keep it). momentum: SGD keeps one buffer per parameter
     unless it is 0. ddp: DistributedDataParallel keeps its gradient buckets, one more copy of
@@ -188,7 +188,7 @@ def estimate_memory(net: ir.Network, batch: int, *, device: str = "cpu", amp: st
     device = "cuda" if str(device).startswith("cuda") else "cpu"
     half = amp in ("bf16", "fp16") and device == "cuda"
     act = 2 if half else dtype_bytes
-    lean = not half and not compiled and dtype_bytes in (4, 8)
+    lean = not compiled and (half or dtype_bytes in (4, 8))
     walk = _Walk(act, dtype_bytes, lean=lean, memory_efficient=memory_efficient,
                  scratch=lean and device == "cpu")
     walk.network(net, channels_last)
@@ -308,7 +308,7 @@ class _Walk:
                 work += self.temp(CAT_SLOT, x)       # the concatenation again
             self.bwd(work + self.temp(ACT_SLOT, x))  # and BN-ReLU
             return out
-        # plain ops (autocast, torch.compile): BN keeps the concatenation, ReLU its output
+        # plain ops (torch.compile, as an upper bound): BN keeps the concatenation, ReLU its output
         self.keep(_Tensor(x) if multi else xs[0])
         self.fwd(2 * x)                              # BN's output while ReLU runs
         self.kept += x

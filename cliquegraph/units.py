@@ -9,13 +9,19 @@ In training each unit runs as one autograd Function written for this machine's c
 - batch statistics come from BatchNorm's own kernel, once per update;
 - no full-size tensor is freshly allocated on CPU except the conv's input gradient, which then
   becomes BN's input gradient in place: temporaries live in reused scratch buffers, since a
-  fresh tensor above glibc's 32 MB mmap threshold costs more in page faults than in compute.
+  fresh tensor above glibc's 32 MB mmap threshold costs more in page faults than in compute
+  (on CUDA they are ordinary tensors from the caching allocator);
+- under autocast (bf16/fp16) it runs in autocast's dtype, BN's parameters and statistics in
+  fp32.
 
-Evaluation, autocast (bf16/fp16), export and torch.compile see the plain ops.
+Under torch.compile a training unit is traced as `_Traced`, the same trade in plain ops that
+inductor fuses (lower.Compiled compiles so that the recomputation stays in backward).
+Evaluation and export see the plain ops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 
@@ -52,6 +58,26 @@ class _Scratch(threading.local):
 
 
 _scratch = _Scratch()
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc serve large tensors from its heap and keep freed memory for the next ones
+    (mmap threshold 1 GiB, trim threshold 2 GiB) instead of mapping each one fresh and
+    returning it. A training step frees and reallocates the same sizes every time, and on CPU
+    the page faults of fresh mappings cost more than the kernels writing them (an affine
+    ReLU over 45 MB: 34 ms fresh, 8.5 ms from the heap); what the scratch buffers above do
+    for the units, this does for everything else (inductor's buffers, the convs' outputs).
+    Process-wide: the runner and the benchmark's workers call it on CPU before their first
+    step. False where the C library is not glibc (nothing changes)."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 31))
 
 
 def release_scratch():
@@ -169,9 +195,11 @@ def _batch_stats(x, running_mean, running_var, momentum, eps):
 
 
 def _affine_relu(x, weight, bias, mean, invstd, out=None):
-    """ReLU(BN(x)) with the given batch statistics, into `out` (which may be x itself)."""
+    """ReLU(BN(x)) with the given batch statistics, into `out` (which may be x itself), in
+    x's dtype and layout (for bf16/fp16 x it is computed in fp32 and rounded once)."""
     scale = weight * invstd
     shift = bias - mean * scale
+    out = torch.empty_like(x) if out is None else out
     return torch.relu_(torch.addcmul(shift[:, None, None], x, scale[:, None, None], out=out))
 
 
@@ -195,13 +223,17 @@ class BNReLUConv(nn.BatchNorm2d):
                 + (f", dropout={self.dropout}" if self.dropout else ""))
 
     def forward(self, w, *xs):
-        # the hand-written backward is for fp32/fp64 eager training; autocast (bf16/fp16),
-        # torch.compile (which fuses BN-ReLU itself) and evaluation take the plain ops
+        # eager training runs the hand-written Function (under autocast too, in its dtype);
+        # torch.compile traces _Traced; evaluation and export take the plain ops
         if _lean(self, xs[0]):
             self.num_batches_tracked.add_(1)
-            return _BNReLUConv.apply(self.weight, self.bias, w, self.running_mean,
-                                     self.running_var, self.momentum, self.eps, self.padding,
-                                     self.memory_efficient, self.dropout, *xs)
+            (w, *xs), autocast_off = _autocast_args(w, *xs)
+            with autocast_off:
+                return _BNReLUConv.apply(self.weight, self.bias, w, self.running_mean,
+                                         self.running_var, self.momentum, self.eps,
+                                         self.padding, self.memory_efficient, self.dropout, *xs)
+        if _traced_training(self):
+            return dropout(_traced(self, w, xs, self.padding), self.dropout)
         x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
         y = F.conv2d(torch.relu(super().forward(x)), w, None, 1, self.padding)
         return dropout(y, self.dropout, self.training)
@@ -243,17 +275,139 @@ class BNReLUPool(nn.BatchNorm2d):
     def forward(self, *xs):
         if _lean(self, xs[0]):
             self.num_batches_tracked.add_(1)
-            return _BNReLUPool.apply(self.weight, self.bias, self.running_mean,
-                                     self.running_var, self.momentum, self.eps, *xs)
+            xs, autocast_off = _autocast_args(*xs)
+            with autocast_off:
+                return _BNReLUPool.apply(self.weight, self.bias, self.running_mean,
+                                         self.running_var, self.momentum, self.eps, *xs)
+        if _traced_training(self):
+            return _traced(self, None, xs)
         x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
         return torch.relu(super().forward(x)).mean((2, 3))
 
 
+def _traced_training(bn: nn.BatchNorm2d) -> bool:
+    """Whether torch.compile is tracing a unit for training (then _Traced runs it)."""
+    return (bn.training and torch.is_grad_enabled() and torch.compiler.is_compiling()
+            and bn.momentum is not None)
+
+
+def _traced(bn, w, xs, padding=None):
+    """A unit under torch.compile: _Traced's output, the running averages updated from its
+    batch statistics (once, here: not where backward could recompute them)."""
+    (w, *xs), autocast_off = _autocast_args(w, *xs)
+    with autocast_off:
+        out, mean, var = _Traced.apply(bn.weight, bn.bias, w, bn.eps, padding, *xs)
+    with torch.no_grad():
+        n = xs[0].numel() // xs[0].shape[1]
+        bn.running_mean.lerp_(mean, bn.momentum)
+        bn.running_var.lerp_(var * (n / max(n - 1, 1)), bn.momentum)
+        bn.num_batches_tracked.add_(1)
+    return out
+
+
+class _Traced(torch.autograd.Function):
+    """conv(ReLU(BN(cat(xs))), w), or with w None the global average pool of ReLU(BN(...)),
+    written for torch.compile: plain functional ops that inductor fuses (the concatenation
+    into BN's statistics and into BN-ReLU, ReLU's and BN's backward into one pass), and the
+    lean units' trade made explicit: only the xs (which the network holds anyway) and the
+    per-channel statistics are saved; backward recomputes the concatenation and BN-ReLU.
+    Per-channel sums go through `_channel_sums`, a form inductor runs fast on NHWC."""
+
+    @staticmethod
+    def forward(ctx, weight, bias, w, eps, padding, *xs):
+        x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
+        mean, var = _channel_stats(x)
+        invstd = torch.rsqrt(var + eps)
+        h = _affine_relu_ops(x, weight, bias, mean, invstd)
+        out = h.mean((2, 3)) if w is None else F.conv2d(h, w, None, 1, padding)
+        ctx.save_for_backward(weight, bias, w, mean, invstd, *xs)
+        ctx.padding, ctx.widths = padding, [t.shape[1] for t in xs]
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
+
+    @staticmethod
+    def backward(ctx, grad_out, _mean, _var):
+        weight, bias, w, mean, invstd, *xs = ctx.saved_tensors
+        x = torch.cat(xs, 1) if len(xs) > 1 else xs[0]
+        h = _affine_relu_ops(x, weight, bias, mean, invstd)
+        if w is None:
+            grad_w = None
+            grad_h = (grad_out / (x.shape[2] * x.shape[3]))[:, :, None, None].expand_as(h)
+        else:
+            grad_h, grad_w, _ = torch.ops.aten.convolution_backward(
+                grad_out, h, w, None, [1, 1], list(ctx.padding), [1, 1], False, [0, 0], 1,
+                [True, True, False])
+        grad_z = torch.where(h > 0, grad_h, 0)
+        xhat = (x - mean[:, None, None]) * invstd[:, None, None]
+        grad_bias, grad_weight = _channel_sums(grad_z, grad_z * xhat)
+        n = x.numel() // x.shape[1]
+        grad_x = ((weight * invstd)[:, None, None] * (
+            grad_z - (grad_bias / n)[:, None, None] - xhat * (grad_weight / n)[:, None, None])
+        ).to(x.dtype)
+        grads = torch.split(grad_x, ctx.widths, 1) if len(xs) > 1 else (grad_x,)
+        return grad_weight, grad_bias, grad_w, None, None, *grads
+
+
+def _channel_stats(x):
+    """Batch mean and (biased) variance per channel, from sums shifted by one sample of each
+    channel (so E[x^2] - E[x]^2 does not cancel when |mean| >> std)."""
+    if x.dtype in (torch.bfloat16, torch.float16):
+        x = x.float()
+    shift = x[:1, :, :1, :1].detach()
+    s1, s2 = _channel_sums(x - shift, (x - shift).square())
+    n = x.numel() // x.shape[1]
+    m1 = s1 / n
+    return shift.flatten() + m1, (s2 / n - m1.square()).clamp_min(0)
+
+
+def _channel_sums(*ts):
+    """Each t summed over (0, 2, 3), bf16/fp16 in fp32. An NHWC t is summed row by row
+    first: inductor then reads each row once, where one reduction over (0, 2, 3) rereads the
+    whole tensor for every few channels (8x slower on CPU)."""
+    out = []
+    for t in ts:
+        if t.dtype in (torch.bfloat16, torch.float16):
+            t = t.float()
+        if _nhwc(t):
+            b, c, h, w = t.shape
+            out.append(t.permute(0, 2, 3, 1).reshape(b * h, w, c).sum(1).sum(0))
+        else:
+            out.append(t.sum((0, 2, 3)))
+    return out
+
+
+def _affine_relu_ops(x, weight, bias, mean, invstd):
+    scale = weight * invstd
+    shift = bias - mean * scale
+    return torch.relu(x * scale[:, None, None] + shift[:, None, None]).to(x.dtype)
+
+
 def _lean(bn: nn.BatchNorm2d, x) -> bool:
-    """Whether the hand-written (fp32/fp64, eager, training) path applies."""
+    """Whether the hand-written path applies: eager training of fp32/fp64 inputs, or of any
+    floating inputs under autocast."""
     return (bn.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and bn.momentum is not None and x.dtype in (torch.float32, torch.float64)
-            and not torch.is_autocast_enabled(x.device.type))
+            and bn.momentum is not None
+            and (x.dtype in (torch.float32, torch.float64) or _autocast_dtype(x) is not None))
+
+
+def _autocast_dtype(x):
+    """The dtype autocast runs convolutions in on x's device; None when autocast is off."""
+    kind = x.device.type
+    if not x.is_floating_point() or not torch.is_autocast_enabled(kind):
+        return None
+    return torch.get_autocast_dtype(kind)
+
+
+def _autocast_args(*ts):
+    """A lean unit's tensor arguments (w, then the xs) under autocast: in autocast's dtype,
+    as autocast would give them to the conv (BN's parameters and statistics stay fp32, the
+    kernels take the mix), and a context that turns autocast off for the Function, which
+    casts nothing itself. Without autocast: the arguments and a context that does nothing."""
+    dtype = _autocast_dtype(ts[-1])
+    if dtype is None:
+        return ts, contextlib.nullcontext()
+    return ([t if t is None else t.to(dtype) for t in ts],
+            torch.autocast(ts[-1].device.type, enabled=False))
 
 
 ACTIVATIONS = {"relu": torch.relu, "relu6": F.relu6, "silu": F.silu, "sigmoid": torch.sigmoid,
@@ -280,7 +434,11 @@ def _drop_mask(x, p: float):
     f32 = torch.float32  # uniforms in fp32 even for bf16/fp16 x: P(keep) stays 1 - p
     if x.dim() == 4:  # uniforms in NHWC order (x's own when channels_last): no reorder
         b, c, h, w = x.shape
-        u = _buffer(UNIFORMS_SLOT, (b, h, w, c), f32, x.device).uniform_().permute(0, 3, 1, 2)
+        if torch.compiler.is_compiling():  # inductor's own parallel generator
+            u = torch.rand((b, h, w, c), dtype=f32, device=x.device)
+        else:
+            u = _buffer(UNIFORMS_SLOT, (b, h, w, c), f32, x.device).uniform_()
+        u = u.permute(0, 3, 1, 2)
     else:
         u = torch.rand(x.shape, dtype=f32, device=x.device)
     return u < p

@@ -453,8 +453,9 @@ def test_lean_units_hand_out_no_scratch_memory(tmp_path):
 
 
 def test_plain_training_path_equals_the_lean_one(tmp_path, monkeypatch):
-    """Under autocast or torch.compile the units train with plain ops: same outputs, gradients
-    and dropout masks as the hand-written lean path."""
+    """Where the units train with plain ops (BN without momentum, bf16/fp16 parameters
+    without autocast) they give the same outputs, gradients and dropout masks as the
+    hand-written lean path."""
     from cliquegraph import units
     path = tiny_spec(tmp_path, n=3, k=3, bottleneck="bottleneck 5", dropout="dropout 0.3",
                      tdropout="dropout 0.3", compression="bn relu conv 1x1 max(1, C // 2)")

@@ -83,7 +83,9 @@ def add_train_arguments(parser) -> None:
                    help="default: cuda when available, else cpu")
     d.add_argument("--amp", choices=("bf16", "fp16", "off"), default="off",
                    help="mixed precision on CUDA (fp16 with a grad scaler)")
-    d.add_argument("--compile", action="store_true", help="torch.compile the module")
+    d.add_argument("--compile", action="store_true",
+                   help="torch.compile the module (inductor, lower.Compiled; it compiles at "
+                        "the first step, and again for evaluation)")
     d.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="NHWC activations, the compiler's default (--no-channels-last: NCHW)")
     d.add_argument("--memory-efficient", action=argparse.BooleanOptionalAction, default=True,

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from .. import checkpoint
 from ..atomic import write_atomic, write_text_atomic
 from ..elaborate import elaborate
-from ..lower import build
+from ..lower import Compiled, build
+from ..units import keep_freed_memory
 from . import distributed
 from .data import check_classes, load
 from ..atomic import stale_temps
@@ -135,9 +136,11 @@ def _train(cfg: TrainConfig, world, device) -> Run:
         model = torch.nn.parallel.DistributedDataParallel(
             gm, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
-        model = torch.compile(model)
+        model = Compiled(model)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    else:  # every step frees and reallocates the same sizes: serve them from the heap
+        keep_freed_memory()
 
     batches = _Batches(train_set, plan.batch, world, device, plan.seed, cfg.workers)
     test_batches = _Batches(test_set, plan.batch, world, device, plan.seed, cfg.workers,
