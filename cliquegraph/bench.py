@@ -1,6 +1,7 @@
-"""Bench: one network's training step in four forms, each timed and measured in its own process.
+"""Bench: one network's training step in five forms, each timed and measured in its own process.
 
     default         the project's lowering (lower.build)
+    compiled        the same module under torch.compile (lower.Compiled), as `--compile` trains
     original_style  the eager module in the original implementation's form (original.OriginalNet)
     naive           the per-edge reference interpreter (reference.NaiveNet)
     conv_floor      only the network's convolutions (and its fc), each on its own preallocated
@@ -9,8 +10,13 @@
 A step is forward + cross-entropy + backward + SGD (momentum 0.9, Nesterov, weight decay 1e-4)
 on one fixed random batch; the figure is the median of `steps` steps after `warmup`. Every
 variant runs in a fresh `python -m cliquegraph.bench --worker` (the job as JSON on stdin, one
-JSON line back), so on CPU ru_maxrss is that variant's own peak and an out-of-memory kill costs
-one row, not the run. On CUDA the peak is torch.cuda.max_memory_allocated.
+JSON line back), so its peak is its own and an out-of-memory kill costs one row, not the run.
+The peak is that of the steps after the first (the first step compiles the `compiled`
+variant; its time and peak are reported apart): on CPU the process's peak resident memory,
+reset after the first step where Linux allows it, on CUDA torch.cuda.max_memory_allocated.
+On CPU every worker first has glibc keep freed memory (units.keep_freed_memory, as the runner
+does; keep_freed_memory=False leaves glibc's defaults, under which a fresh tensor above 32 MB
+is page-faulted at every allocation).
 
 The CLI (`cliquegraph bench`, cli/bench.py) prints what `measure` returns.
 """
@@ -34,8 +40,9 @@ from torch import nn
 from . import ir
 from .original import original_from_ir
 
-VARIANTS = ("default", "original_style", "naive", "conv_floor")
-ORIGINAL, FLOOR = "original_style", "conv_floor"
+VARIANTS = ("default", "compiled", "original_style", "naive", "conv_floor")
+ORIGINAL, FLOOR, COMPILED = "original_style", "conv_floor", "compiled"
+AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # no grad scaler: timing
 
 
 # ---- the conv floor ---------------------------------------------------------------------------
@@ -88,23 +95,32 @@ def conv_shapes(net) -> list:
 
 class ConvFloor(nn.Module):
     """The floor: each conv of `conv_shapes` with its own weight, applied to its own random
-    input (a buffer, no grad); forward returns the sum of the outputs' means."""
+    input (a buffer, NHWC as the lowering runs them); forward returns the sum of the outputs'
+    means. Backward computes each conv's input gradient, as the network must, except the
+    network's first conv's, which reads the image."""
 
     def __init__(self, net, batch: int):
         super().__init__()
         self.shapes = conv_shapes(net)
+        first = next(iter(ir.parts(net)))
+        self.reads_image = bool(first.ops) and first.ops[0].kind == "conv"
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
         for j, (kind, shape, c_out, kernel, _, _, bias, *groups) in enumerate(self.shapes):
             w = torch.empty(c_out, shape[0] // (groups or [1])[0],
                             *(kernel if kind == "conv" else ()))
             self.weights.append(nn.Parameter(nn.init.kaiming_normal_(w)))
             self.biases.append(nn.Parameter(torch.zeros(c_out)) if bias else None)
-            self.register_buffer(f"input{j}", torch.randn(batch, *shape))
+            x = torch.randn(batch, *shape)
+            if x.dim() == 4:  # the layout the lowering runs its convs in
+                x = x.contiguous(memory_format=torch.channels_last)
+            self.register_buffer(f"input{j}", x)
 
     def forward(self, _x):
         total = 0
         for j, (kind, _, _, _, stride, padding, _, *groups) in enumerate(self.shapes):
             x, w, b = getattr(self, f"input{j}"), self.weights[j], self.biases[j]
+            if j > 0 or not self.reads_image:
+                x = x.detach().requires_grad_()
             y = (F.conv2d(x, w, b, stride, padding, 1, (groups or [1])[0]) if kind == "conv"
                  else F.linear(x, w, b))
             total = total + y.mean()
@@ -116,9 +132,11 @@ class ConvFloor(nn.Module):
 def build_variant(variant: str, net, batch: int, memory_efficient: bool = True):
     """(module, whether the default lowering recomputes its concatenations) for a variant of
     `net`."""
-    from .lower import build
+    from .lower import Compiled, build
     if variant == "default":
         return build(net, memory_efficient=memory_efficient), memory_efficient
+    if variant == COMPILED:
+        return Compiled(build(net)), True
     if variant == ORIGINAL:
         return original_from_ir(net), False
     if variant == "naive":
@@ -155,15 +173,19 @@ def _maxrss_mb() -> float:
 
 def run_variant(job: dict) -> dict:
     """Time and measure one variant in this process. job: spec, overrides, variant, batch,
-    steps, warmup, device, threads, memory_efficient."""
+    steps, warmup, device, threads, memory_efficient, keep_freed_memory, amp."""
     from .elaborate import elaborate
 
     device = torch.device(job.get("device", "cpu"))
+    if device.type == "cpu" and job.get("keep_freed_memory", True):
+        from .units import keep_freed_memory
+        keep_freed_memory()
     threads = job.get("threads") or default_threads()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = elaborate(job["spec"], job.get("overrides") or {})
     batch, variant = job["batch"], job["variant"]
+    warmup = max(job["warmup"], 1) if variant == COMPILED else job["warmup"]
     model, used_me = build_variant(variant, net, batch, job.get("memory_efficient", True))
     model = model.to(device).train()
     floor = variant == FLOOR
@@ -172,6 +194,7 @@ def run_variant(job: dict) -> dict:
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
                           weight_decay=1e-4)
     cuda = device.type == "cuda"
+    amp = AMP[job.get("amp") or "off"]
 
     def sync():
         if cuda:
@@ -179,10 +202,14 @@ def run_variant(job: dict) -> dict:
 
     def step():
         opt.zero_grad(set_to_none=True)
-        out = model(x)
-        loss = out if floor else F.cross_entropy(out, y)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            out = model(x)
+            loss = out if floor else F.cross_entropy(out, y)
         loss.backward()
         opt.step()
+
+    def peak():
+        return torch.cuda.max_memory_allocated(device) / 2**20 if cuda else _maxrss_mb()
 
     sync()
     if cuda:
@@ -190,25 +217,42 @@ def run_variant(job: dict) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     else:
         baseline = _rss_mb()
-    times = []
-    for i in range(job["warmup"] + job["steps"]):
+    times, first = [], {}
+    for i in range(warmup + job["steps"]):
         t0 = time.perf_counter()
         step()
         sync()
-        if i >= job["warmup"]:
+        if i == 0:
+            first = {"first_step_s": time.perf_counter() - t0, "first_step_peak_mb": peak()}
+            if warmup:  # the steady state's peak from here on
+                _reset_peak(device)
+        if i >= warmup:
             times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     record = {"step_ms": median * 1e3, "images_per_second": batch / median,
               "baseline_mb": baseline, "step_ms_all": [t * 1e3 for t in times],
-              "params": sum(p.numel() for p in model.parameters()), "threads": threads}
+              "params": sum(p.numel() for p in model.parameters()), "threads": threads,
+              "peak_mb": peak(), **first}
+    if variant == COMPILED:
+        record["compile_s"] = max(first["first_step_s"] - median, 0.0)
     if cuda:
-        record["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         record["reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20
-    else:
-        record["peak_mb"] = _maxrss_mb()
     if variant == "default":
         record["memory_efficient"] = used_me
     return record
+
+
+def _reset_peak(device) -> None:
+    """Start the peak memory over: CUDA's counter, or Linux's peak resident set (VmHWM,
+    through /proc/self/clear_refs; where that is refused the peak stays the process's)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
 
 
 def _worker() -> int:
@@ -294,7 +338,7 @@ def machine(device: str, threads: int) -> dict:
 
 def measure(spec, overrides=None, *, variants=VARIANTS, batch=16, steps=5, warmup=2,
             device="cpu", threads=None, memory_efficient=True, timeout=None, rounds=1,
-            on_result=None) -> dict:
+            on_result=None, keep_freed_memory=True, amp="off") -> dict:
     """Bench `variants` of a spec, each in its own process. SpecError for a bad spec; a variant
     that cannot run or whose worker dies gets {"failed": True, "error": reason}.
 
@@ -302,14 +346,17 @@ def measure(spec, overrides=None, *, variants=VARIANTS, batch=16, steps=5, warmu
     reversed every other round, so that a machine whose speed drifts during the run (a shared
     host) does not favour whichever variant ran first; a variant's step_ms is then the median
     of its rounds' medians and peak_mb the largest peak of any round.
-    on_result(name, record, round) is called as each run finishes (for progress)."""
+    on_result(name, record, round) is called as each run finishes (for progress).
+    keep_freed_memory=False leaves glibc's malloc as it is in every worker (on CPU); amp
+    "bf16" or "fp16" runs every variant's forward and loss under autocast."""
     from .elaborate import elaborate
     overrides = dict(overrides or {})
     net = elaborate(spec, overrides)          # SpecError here, before any worker starts
     threads = threads or default_threads()
     job = {"spec": os.path.abspath(spec), "overrides": overrides, "batch": batch,
            "steps": steps, "warmup": warmup, "device": device, "threads": threads,
-           "memory_efficient": memory_efficient}
+           "memory_efficient": memory_efficient, "keep_freed_memory": keep_freed_memory,
+           "amp": amp}
     host = machine(device, threads)           # the load average before we add to it
     runs = {name: [] for name in variants}
     cannot = {}
@@ -334,6 +381,7 @@ def measure(spec, overrides=None, *, variants=VARIANTS, batch=16, steps=5, warmu
     return {"spec": spec, "network": net.name, "overrides": overrides, "batch": batch,
             "steps": steps, "warmup": warmup, "rounds": rounds, "device": device,
             "threads": threads, "memory_efficient": bool(memory_efficient),
+            "keep_freed_memory": bool(keep_freed_memory), "amp": amp,
             "input_shape": list(net.input_shape), "variants": results,
             "machine": host}
 
@@ -355,6 +403,9 @@ def _merge(records: list, batch: int) -> dict:
                   step_ms_all=[t for r in records for t in r["step_ms_all"]])
     if "reserved_mb" in merged:
         merged["reserved_mb"] = max(r["reserved_mb"] for r in records)
+    if "compile_s" in merged:  # the longest: a cold compile, before inductor's cache holds it
+        merged["compile_s"] = max(r["compile_s"] for r in records)
+        merged["compile_s_rounds"] = [r["compile_s"] for r in records]
     return merged
 
 
@@ -378,7 +429,7 @@ def add_ratios(results: dict) -> None:
 # ---- the table -------------------------------------------------------------------------------
 
 COLUMNS = ("variant", "step_ms", "images/s", "baseline_mb", "peak_mb", "speed_vs_original",
-           "memory_vs_original", "step_vs_conv_floor")
+           "memory_vs_original", "step_vs_conv_floor", "compile_s")
 
 
 def header(result: dict) -> str:
@@ -392,7 +443,10 @@ def header(result: dict) -> str:
                  f" x {result['rounds']} rounds (median of medians; peak: largest)"
                  if result.get("rounds", 1) > 1 else "")
              + f"  device {result['device']}  threads "
-             f"{result['threads']}  torch {m['torch']}  memory-efficient: {me_text}",
+             f"{result['threads']}  torch {m['torch']}  memory-efficient: {me_text}"
+             + ("" if result.get("keep_freed_memory", True) or result["device"] != "cpu"
+                else "  malloc: glibc's defaults")
+             + (f"  autocast {result['amp']}" if result.get("amp", "off") != "off" else ""),
              f"CPU {m['cpu']} ({m['cores']} cores" + (
                  f", load average {m['load_average']:.1f} at the start)"
                  if m.get("load_average") is not None else ")")
@@ -410,12 +464,13 @@ def table(result: dict) -> str:
     for name, r in result["variants"].items():
         if r.get("failed"):
             failed.append(f"{name}: failed: {r['error']}")
-            rows.append((name, "failed", "-", "-", "-", "-", "-", "-"))
+            rows.append((name, "failed") + ("-",) * (len(COLUMNS) - 2))
             continue
         rows.append((name, f"{r['step_ms']:.1f}", f"{r['images_per_second']:.1f}",
                      f"{r['baseline_mb']:.0f}", f"{r['peak_mb']:.0f}",
                      x(r["speed_vs_original"]), x(r["memory_vs_original"]),
-                     x(r["vs_conv_floor"])))
+                     x(r["vs_conv_floor"]),
+                     f"{r['compile_s']:.1f}" if "compile_s" in r else "-"))
     widths = [max(len(row[c]) for row in rows) for c in range(len(COLUMNS))]
     body = ["  ".join(cell.ljust(w) if c == 0 else cell.rjust(w)
                       for c, (cell, w) in enumerate(zip(row, widths))) for row in rows]

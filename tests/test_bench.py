@@ -26,7 +26,8 @@ def _run(argv):
 
 @pytest.fixture(scope="module")
 def tiny_result():
-    """One bench of a tiny CliqueNet, all four variants (each a fresh process: ~5 s apiece)."""
+    """One bench of a tiny CliqueNet, every variant (each a fresh process: ~5 s apiece, and
+    about a minute for `compiled`, which compiles)."""
     code, out, err = _run(["bench", CIFAR, *TINY, "--batch", "4", "--steps", "2", "--warmup",
                            "1", "--threads", "1", "--json"])
     assert code == 0, err
@@ -50,7 +51,21 @@ def test_original_and_naive_train_the_same_parameters(tiny_result):
     v = tiny_result["variants"]
     net = elaborate(CIFAR, {"k": "4", "T": "6"})
     assert v["default"]["params"] == v["original_style"]["params"] == v["naive"]["params"] \
-        == count_params(net)
+        == v["compiled"]["params"] == count_params(net)
+
+
+def test_the_compiled_variant_reports_its_compile_time_apart(tiny_result):
+    """The first step compiles: its time less a steady step is compile_s; the step time and
+    the peak are those of the steps after it."""
+    v = tiny_result["variants"]
+    c = v["compiled"]
+    assert c["compile_s"] > 0
+    assert c["compile_s"] == pytest.approx(c["first_step_s"] - c["step_ms"] / 1e3)
+    assert c["first_step_s"] * 1e3 > max(c["step_ms_all"])
+    assert "compile_s" not in v["default"] and "first_step_s" in v["default"]
+    row = next(line for line in bench.table(tiny_result).splitlines()
+               if line.startswith("compiled "))
+    assert row.split()[-1] == f"{c['compile_s']:.1f}"
 
 
 def test_ratios_are_against_original_and_floor(tiny_result):
@@ -65,7 +80,7 @@ def test_ratios_are_against_original_and_floor(tiny_result):
 def test_table_has_the_ratio_columns(tiny_result):
     text = bench.table(tiny_result)
     for column in ("step_ms", "images/s", "peak_mb", "speed_vs_original", "memory_vs_original",
-                   "step_vs_conv_floor"):
+                   "step_vs_conv_floor", "compile_s"):
         assert column in text
     for name in bench.VARIANTS:
         assert f"\n{name} " in text
@@ -116,6 +131,17 @@ def test_a_bad_spec_is_a_spec_error(tmp_path):
     assert code == 1 and "bad.clq" in err and "Traceback" not in err
 
 
+def test_autocast_and_glibc_defaults_are_options():
+    """--amp bf16 runs the step under autocast (the lean units in bf16); --no-keep-freed-memory
+    leaves glibc as it is; both are in the header."""
+    code, out, err = _run(["bench", CIFAR, *TINY, "--batch", "2", "--steps", "1", "--warmup",
+                           "0", "--threads", "1", "--variants", "default,conv_floor", "--amp",
+                           "bf16", "--no-keep-freed-memory"])
+    assert code == 0, err
+    assert "autocast bf16" in out and "malloc: glibc's defaults" in out
+    assert "failed" not in out
+
+
 def test_unknown_variant_is_a_usage_error():
     code, _, err = _run(["bench", CIFAR, "--variants", "default,fastest"])
     assert code == 2 and "fastest" in err
@@ -135,6 +161,30 @@ def test_conv_floor_runs_every_update_of_the_schedule():
     updates = sum(len(schedule(b).updates) for b in net.blocks)
     # stem conv, one conv per update, one conv per transition, the fc
     assert len(bench.conv_shapes(net)) == 1 + updates + len(net.transitions) + 1
+
+
+def test_conv_floor_computes_the_input_gradients_the_network_needs():
+    """Every conv's backward computes its input's gradient (the network's must), except the
+    first one's, which reads the image; the floor's inputs are NHWC as the lowering's are."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    net = elaborate(CIFAR, {"k": "4", "T": "6"})
+    floor = bench.ConvFloor(net, 2)
+    masks = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution_backward.default:
+                masks.append(bool(args[-1][0]))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        floor(None).backward()
+    convs = sum(1 for shape in floor.shapes if shape[0] == "conv")
+    assert floor.reads_image and masks == [True] * (convs - 1) + [False]
+    inputs = [b for b in floor.buffers() if b.dim() == 4]
+    assert len(inputs) == convs
+    assert all(b.is_contiguous(memory_format=torch.channels_last) for b in inputs)
 
 
 def test_rounds_alternate_fresh_processes_and_take_the_median(monkeypatch):

@@ -1,6 +1,7 @@
 """`cliquegraph bench SPEC [--set ...] [--batch B] [--steps N] [--warmup W] [--device cpu|cuda]
-[--variants default,original_style,naive,conv_floor] [--[no-]memory-efficient] [--threads N]
-[--rounds R] [--json]`
+[--variants default,compiled,original_style,naive,conv_floor] [--[no-]memory-efficient]
+[--threads N] [--rounds R] [--amp bf16|fp16|off] [--[no-]keep-freed-memory] [--timeout S]
+[--json]`
 (registered by cli/__init__.py; torch is imported only when the command runs).
 
     cliquegraph bench specs/cliquenet-cifar.clq --batch 64 --rounds 3
@@ -17,7 +18,8 @@ import sys
 
 from .args import UsageError, add_set, count, parse_sets, positive_int
 
-VARIANTS = ("default", "original_style", "naive", "conv_floor")  # bench.VARIANTS, torch-free
+# bench.VARIANTS, torch-free
+VARIANTS = ("default", "compiled", "original_style", "naive", "conv_floor")
 
 
 def register(sub):
@@ -28,8 +30,10 @@ def register(sub):
                       "against the original form, the naive interpreter and the conv floor",
         description="Train-step time (forward + backward + SGD, median after warm-up) and peak "
                     "memory of each variant, each in its own process: default (our lowering), "
-                    "original_style (the original implementation's form), naive (one conv per "
-                    "edge) and conv_floor (only the convolutions, on preallocated inputs).")
+                    "compiled (the same under torch.compile; its compile time is reported "
+                    "apart), original_style (the original implementation's form), naive (one "
+                    "conv per edge) and conv_floor (only the convolutions, on preallocated "
+                    "inputs).")
     p.add_argument("spec", metavar="SPEC")
     add_set(p)
     p.add_argument("--batch", type=positive_int, default=16, metavar="B", help="default 16")
@@ -48,6 +52,12 @@ def register(sub):
     p.add_argument("--memory-efficient", action=argparse.BooleanOptionalAction, default=True,
                    help="default variant: recompute each update's concatenation and BN-ReLU in "
                         "backward (the compiler's default); --no-memory-efficient keeps them")
+    p.add_argument("--amp", choices=("bf16", "fp16", "off"), default="off",
+                   help="run every variant's forward under autocast in this dtype (default "
+                        "off; no grad scaler: the figures are timings)")
+    p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="on CPU, have glibc keep freed memory for the next step in every "
+                        "variant, as the runner does (--no-keep-freed-memory: glibc's defaults)")
     p.add_argument("--timeout", type=float, metavar="S", help="give up on a variant after S s")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     p.set_defaults(func=run)
@@ -79,7 +89,8 @@ def run(args) -> int:
                            batch=args.batch, steps=args.steps, warmup=args.warmup,
                            device=args.device, threads=args.threads,
                            memory_efficient=args.memory_efficient, timeout=args.timeout,
-                           rounds=args.rounds, on_result=progress)
+                           rounds=args.rounds, on_result=progress,
+                           keep_freed_memory=args.keep_freed_memory, amp=args.amp)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
