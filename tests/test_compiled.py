@@ -148,7 +148,7 @@ def test_compiled_training_equals_eager(tmp_path):
     from torch._dynamo.utils import counters
     from torch._inductor import config
     net = elaborate(tiny_spec(tmp_path, n=2, k=3, dropout="dropout 0.2",
-                              tdropout="dropout 0.2", bottleneck="bottleneck 4"))
+                              tdropout="dropout 0.2"))
     eager = build(net).double().train()
     _randomise_bn(eager)
     compiled = Compiled(copy.deepcopy(eager))
