@@ -39,10 +39,10 @@ from torch import nn
 
 from . import ir
 from .original import original_from_ir
+from .units import AMP_DTYPES, keep_freed_memory
 
 VARIANTS = ("default", "compiled", "original_style", "naive", "conv_floor")
 ORIGINAL, FLOOR, COMPILED = "original_style", "conv_floor", "compiled"
-AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # no grad scaler: timing
 
 
 # ---- the conv floor ---------------------------------------------------------------------------
@@ -178,7 +178,6 @@ def run_variant(job: dict) -> dict:
 
     device = torch.device(job.get("device", "cpu"))
     if device.type == "cpu" and job.get("keep_freed_memory", True):
-        from .units import keep_freed_memory
         keep_freed_memory()
     threads = job.get("threads") or default_threads()
     torch.set_num_threads(threads)
@@ -194,7 +193,7 @@ def run_variant(job: dict) -> dict:
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
                           weight_decay=1e-4)
     cuda = device.type == "cuda"
-    amp = AMP[job.get("amp") or "off"]
+    amp = AMP_DTYPES.get(job.get("amp"))  # None: off (no grad scaler: the step is timed)
 
     def sync():
         if cuda:

@@ -16,6 +16,7 @@ import dataclasses
 import operator
 
 import torch
+import torch._functorch.config as aot_config
 import torch.fx as fx
 from torch import nn
 
@@ -345,6 +346,5 @@ class Compiled(nn.Module):
         return self.compiled._orig_mod
 
     def forward(self, *args, **kwargs):
-        import torch._functorch.config as aot
-        with aot.patch(cse=False):
+        with aot_config.patch(cse=False):
             return self.compiled(*args, **kwargs)

@@ -197,10 +197,15 @@ def _batch_stats(x, running_mean, running_var, momentum, eps):
 def _affine_relu(x, weight, bias, mean, invstd, out=None):
     """ReLU(BN(x)) with the given batch statistics, into `out` (which may be x itself), in
     x's dtype and layout (for bf16/fp16 x it is computed in fp32 and rounded once)."""
-    scale = weight * invstd
-    shift = bias - mean * scale
+    scale, shift = _scale_shift(weight, bias, mean, invstd)
     out = torch.empty_like(x) if out is None else out
-    return torch.relu_(torch.addcmul(shift[:, None, None], x, scale[:, None, None], out=out))
+    return torch.relu_(torch.addcmul(shift, x, scale, out=out))
+
+
+def _scale_shift(weight, bias, mean, invstd):
+    """BN with these statistics as x * scale + shift, both shaped (C, 1, 1)."""
+    scale = weight * invstd
+    return scale[:, None, None], (bias - mean * scale)[:, None, None]
 
 
 class BNReLUConv(nn.BatchNorm2d):
@@ -287,8 +292,7 @@ class BNReLUPool(nn.BatchNorm2d):
 
 def _traced_training(bn: nn.BatchNorm2d) -> bool:
     """Whether torch.compile is tracing a unit for training (then _Traced runs it)."""
-    return (bn.training and torch.is_grad_enabled() and torch.compiler.is_compiling()
-            and bn.momentum is not None)
+    return _trains(bn) and torch.compiler.is_compiling()
 
 
 def _traced(bn, w, xs, padding=None):
@@ -351,8 +355,7 @@ class _Traced(torch.autograd.Function):
 def _channel_stats(x):
     """Batch mean and (biased) variance per channel, from sums shifted by one sample of each
     channel (so E[x^2] - E[x]^2 does not cancel when |mean| >> std)."""
-    if x.dtype in (torch.bfloat16, torch.float16):
-        x = x.float()
+    x = _widened(x)
     shift = x[:1, :, :1, :1].detach()
     s1, s2 = _channel_sums(x - shift, (x - shift).square())
     n = x.numel() // x.shape[1]
@@ -366,8 +369,7 @@ def _channel_sums(*ts):
     whole tensor for every few channels (8x slower on CPU)."""
     out = []
     for t in ts:
-        if t.dtype in (torch.bfloat16, torch.float16):
-            t = t.float()
+        t = _widened(t)
         if _nhwc(t):
             b, c, h, w = t.shape
             out.append(t.permute(0, 2, 3, 1).reshape(b * h, w, c).sum(1).sum(0))
@@ -376,18 +378,28 @@ def _channel_sums(*ts):
     return out
 
 
+def _widened(t):
+    """bf16/fp16 t in fp32 (sums of 16-bit values lose the statistics), others as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def _affine_relu_ops(x, weight, bias, mean, invstd):
-    scale = weight * invstd
-    shift = bias - mean * scale
-    return torch.relu(x * scale[:, None, None] + shift[:, None, None]).to(x.dtype)
+    """_affine_relu in functional ops (for inductor to fuse)."""
+    scale, shift = _scale_shift(weight, bias, mean, invstd)
+    return torch.relu(x * scale + shift).to(x.dtype)
 
 
 def _lean(bn: nn.BatchNorm2d, x) -> bool:
     """Whether the hand-written path applies: eager training of fp32/fp64 inputs, or of any
     floating inputs under autocast."""
-    return (bn.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and bn.momentum is not None
+    return (_trains(bn) and not torch.compiler.is_compiling()
             and (x.dtype in (torch.float32, torch.float64) or _autocast_dtype(x) is not None))
+
+
+def _trains(bn: nn.BatchNorm2d) -> bool:
+    """Training with batch statistics and a momentum (what the units' own paths implement;
+    a cumulative average, momentum None, takes the plain ops)."""
+    return bn.training and torch.is_grad_enabled() and bn.momentum is not None
 
 
 def _autocast_dtype(x):
@@ -409,6 +421,8 @@ def _autocast_args(*ts):
     return ([t if t is None else t.to(dtype) for t in ts],
             torch.autocast(ts[-1].device.type, enabled=False))
 
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # --amp's names
 
 ACTIVATIONS = {"relu": torch.relu, "relu6": F.relu6, "silu": F.silu, "sigmoid": torch.sigmoid,
                "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid}

@@ -37,7 +37,7 @@ from .. import checkpoint
 from ..atomic import write_atomic, write_text_atomic
 from ..elaborate import elaborate
 from ..lower import Compiled, build
-from ..units import keep_freed_memory
+from ..units import AMP_DTYPES, keep_freed_memory
 from . import distributed
 from .data import check_classes, load
 from ..atomic import stale_temps
@@ -145,8 +145,8 @@ def _train(cfg: TrainConfig, world, device) -> Run:
     batches = _Batches(train_set, plan.batch, world, device, plan.seed, cfg.workers)
     test_batches = _Batches(test_set, plan.batch, world, device, plan.seed, cfg.workers,
                             shuffle=False)
-    autocast = dict(device_type=device.type, enabled=plan.amp != "off",
-                    dtype=torch.float16 if plan.amp == "fp16" else torch.bfloat16)
+    autocast = dict(device_type=device.type, enabled=plan.amp in AMP_DTYPES,
+                    dtype=AMP_DTYPES.get(plan.amp))
     progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     base = checkpoint.payload(gm) if world.main else {}
     base.update(dataset=plan.dataset, data_dir=plan.settings["data_dir"],
